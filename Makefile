@@ -1,0 +1,24 @@
+# Two commands set up everything: `make test` and `make dry-run`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test dry-run lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+# Runs test_input.json once through the real RunPod SDK in dry-run mode: no GPU, ComfyUI or models.
+dry-run: $(STAMP)
+	EXTRA_MODEL_PATHS=$(CURDIR)/extra_model_paths.yaml RUNPOD_SKIP_AUTO_SYSTEM_CHECKS=true \
+		$(PY) -m wan_worker
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,100 @@
+"""Every environment variable the worker reads, parsed once into one frozen object.
+
+Defaults are the container's layout (ComfyUI in /comfyui, models on /runpod-volume), so a
+deployed endpoint needs no settings at all. Nothing else in the package reads os.environ.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+from .errors import STARTUP_FAILED, WorkerError
+
+BUNDLED_WORKFLOW = "wan22_i2v.json"
+
+
+def _bundled_workflow_path() -> str:
+    return str(resources.files("wan_worker") / "workflows" / BUNDLED_WORKFLOW)
+
+
+@dataclass(frozen=True)
+class Settings:
+    comfy_host: str = "127.0.0.1:8188"
+    comfy_start_timeout_s: float = 600.0
+    comfy_pid_file: str = "/tmp/comfyui.pid"
+    comfy_dir: str = "/comfyui"
+    extra_model_paths: str = ""  # empty: <comfy_dir>/extra_model_paths.yaml
+    workflow_path: str = ""  # empty: the workflow bundled in the package
+    job_timeout_s: float = 900.0
+    max_image_bytes: int = 25 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    allow_private_image_urls: bool = False
+    allow_http_image_urls: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def comfy_url(self) -> str:
+        return f"http://{self.comfy_host}"
+
+    @property
+    def comfy_ws_url(self) -> str:
+        return f"ws://{self.comfy_host}/ws"
+
+    @property
+    def extra_model_paths_file(self) -> Path:
+        return Path(self.extra_model_paths or Path(self.comfy_dir) / "extra_model_paths.yaml")
+
+    @property
+    def workflow_file(self) -> Path:
+        return Path(self.workflow_path or _bundled_workflow_path())
+
+    @property
+    def comfy_input_dir(self) -> Path:
+        return Path(self.comfy_dir) / "input"
+
+    @property
+    def comfy_output_dir(self) -> Path:
+        return Path(self.comfy_dir) / "output"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse(raw: str, kind: type) -> object:
+    text = raw.strip()
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError("expected true or false")
+    value = kind(text)
+    if kind in (int, float) and value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from the environment; a bad value is a clear start-up error."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        name = f.name.upper()
+        if name not in env:
+            continue
+        kind = type(f.default)
+        try:
+            values[f.name] = _parse(env[name], kind)
+        except ValueError as exc:
+            raise WorkerError(
+                STARTUP_FAILED,
+                f"Setting {name}={env[name]!r} is not valid ({exc}); fix the endpoint's environment.",
+                {"setting": name},
+            ) from None
+    if "COMFY_HOST" not in env and "COMFY_PORT" in env:
+        values["comfy_host"] = f"127.0.0.1:{env['COMFY_PORT'].strip()}"
+    return Settings(**values)  # type: ignore[arg-type]
