@@ -1,0 +1,243 @@
+"""Job input -> a typed request: I2V mode or workflow mode (worker-comfyui compatible).
+
+Pydantic does the checking (strict types, unknown fields refused) and every failure becomes one
+INVALID_INPUT error that names the field. Values are never echoed back: an `image` field may hold
+megabytes of base64.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import INVALID_INPUT, WorkerError
+
+# What ComfyUI 0.3.64's KSamplerAdvanced accepts (its /object_info); anything else it would reject.
+SAMPLERS = (
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
+    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis",
+    "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp",
+    "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
+)
+SCHEDULERS = (
+    "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+    "linear_quadratic", "kl_optimal",
+)
+
+TARGET_AREA = 832 * 480  # Wan2.2 14B's 480p working size
+MIN_SIDE, MAX_SIDE = 128, 1920
+MAX_PROMPT_CHARS = 5000
+SEED_LIMIT = 2**64
+FAST = {"steps": 4, "cfg": 1.0, "shift": 5.0}
+QUALITY = {"steps": 20, "cfg": 3.5, "shift": 8.0}
+
+Output = Literal["auto", "base64", "s3"]
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()-]{0,199}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Common(_Strict):
+    output: Output = "auto"
+    timeout_s: float | None = Field(default=None, gt=0)
+    dry_run: bool = False
+
+
+class I2VRequest(_Common):
+    """The product's main path: one image and a prompt through the bundled Wan2.2 workflow."""
+
+    image: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
+    width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=16)
+    height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=16)
+    length: int = Field(default=81, ge=5, le=241)
+    fps: float = Field(default=16.0, ge=1, le=60)
+    steps: int | None = Field(default=None, ge=2, le=100)
+    cfg: float | None = Field(default=None, ge=0, le=30)
+    shift: float | None = Field(default=None, ge=0, le=100)
+    fast: bool = True
+    lora_strength: float = Field(default=1.0, ge=0, le=4)
+    switch_step: int | None = Field(default=None, ge=1)
+    sampler: str = "euler"
+    scheduler: str = "simple"
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+    @field_validator("length")
+    @classmethod
+    def _four_n_plus_one(cls, v: int) -> int:
+        if (v - 1) % 4:
+            raise ValueError(f"must be 4n+1 frames (e.g. 49, 81, 121); {(v - 1) // 4 * 4 + 1} is the nearest below")
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"is not a sampler ComfyUI knows; use one of {', '.join(SAMPLERS)}")
+        return v
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v not in SCHEDULERS:
+            raise ValueError(f"is not a scheduler ComfyUI knows; use one of {', '.join(SCHEDULERS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_defaults(self) -> "I2VRequest":
+        base = FAST if self.fast else QUALITY
+        for key, value in base.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        if self.switch_step is None:
+            object.__setattr__(self, "switch_step", self.steps // 2)
+        return self
+
+    @property
+    def effective_lora_strength(self) -> float:
+        """LightX2V LoRAs only belong to fast mode; quality mode runs the plain experts."""
+        return self.lora_strength if self.fast else 0.0
+
+
+class WorkflowImage(_Strict):
+    name: str
+    image: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v) or ".." in v:
+            raise ValueError("must be a plain file name (letters, digits, . _ - space), no folders")
+        return v
+
+
+class WorkflowRequest(_Common):
+    """worker-comfyui's contract: any API-format graph plus the images it loads by name."""
+
+    workflow: dict[str, Any]
+    images: list[WorkflowImage] = Field(default_factory=list, max_length=32)
+
+    @field_validator("workflow")
+    @classmethod
+    def _api_format(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "nodes" in v and "links" in v:
+            raise ValueError("is in ComfyUI's UI format; export it with 'Export (API)' instead")
+        if not v:
+            raise ValueError("is empty")
+        for node_id, node in v.items():
+            if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
+                    or not isinstance(node.get("inputs"), dict):
+                raise ValueError(f"node {node_id!r} needs a class_type string and an inputs object")
+        return v
+
+    @field_validator("images")
+    @classmethod
+    def _unique(cls, v: list[WorkflowImage]) -> list[WorkflowImage]:
+        names = [i.name for i in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+
+Request = Union[I2VRequest, WorkflowRequest]
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "input"
+
+
+def _describe(err: dict[str, Any]) -> dict[str, str]:
+    loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+    field = _field_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return {"field": field, "message": "is not a known field; remove it (see the README's job contract)"}
+    if kind == "missing":
+        return {"field": field, "message": "is required"}
+    msg = err["msg"].removeprefix("Value error, ").replace("Input should", "should", 1)
+    return {"field": field, "message": msg[:1:].lower() + msg[1:]}
+
+
+def invalid(field: str, message: str) -> WorkerError:
+    return WorkerError(INVALID_INPUT, f"Invalid input: `{field}` {message}.",
+                       {"errors": [{"field": field, "message": message}]})
+
+
+def parse_input(raw: Any, *, max_timeout_s: float, s3_configured: bool = False) -> Request:
+    """Validate `job["input"]` (a dict, or a JSON string of one) into a request.
+
+    `max_timeout_s` is the worker's JOB_TIMEOUT_S, which a job may lower but not raise.
+    """
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise invalid("input", "is a string but not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise invalid("input", "must be a JSON object with at least `image` and `prompt`")
+    if "workflow" in raw:
+        model: type[BaseModel] = WorkflowRequest
+        if "image" in raw or "prompt" in raw:
+            raise invalid("workflow", "cannot be combined with `image`/`prompt`; send one mode per job")
+    else:
+        model = I2VRequest
+    try:
+        req: Request = model.model_validate(raw)  # type: ignore[assignment]
+    except ValidationError as exc:
+        errors = [_describe(e) for e in exc.errors(include_input=False, include_url=False)]
+        first = errors[0]
+        more = f" ({len(errors) - 1} more problem(s) in details)" if len(errors) > 1 else ""
+        raise WorkerError(INVALID_INPUT, f"Invalid input: `{first['field']}` {first['message']}.{more}",
+                          {"errors": errors}) from None
+    _check_cross_field(req, max_timeout_s, s3_configured)
+    return req
+
+
+def _check_cross_field(req: Request, max_timeout_s: float, s3_configured: bool) -> None:
+    """Rules that involve more than one field or the worker's settings."""
+    if isinstance(req, I2VRequest) and not 1 <= req.switch_step < req.steps:  # type: ignore[operator]
+        raise invalid("switch_step", f"must be between 1 and steps-1 ({req.steps - 1})")  # type: ignore[operator]
+    if req.timeout_s is not None and req.timeout_s > max_timeout_s:
+        raise invalid("timeout_s", f"may only lower the worker's limit of {max_timeout_s:g} s "
+                                   "(JOB_TIMEOUT_S); send a smaller value or omit it")
+    if req.output == "s3" and not s3_configured:
+        raise invalid("output", "is 's3' but this worker has no bucket configured; "
+                                "use 'base64' or 'auto', or set the BUCKET_* settings")
+
+
+def _round16(x: float) -> int:
+    return max(MIN_SIDE, min(MAX_SIDE, int(round(x / 16)) * 16))
+
+
+def resolve_size(req: I2VRequest, image_width: int, image_height: int) -> tuple[int, int]:
+    """The video size: as given, or following the image's aspect ratio at about 832x480 of area."""
+    aspect = image_width / image_height
+    if req.width and req.height:
+        return req.width, req.height
+    if req.width:
+        return req.width, _round16(req.width / aspect)
+    if req.height:
+        return _round16(req.height * aspect), req.height
+    w = math.sqrt(TARGET_AREA * aspect)
+    return _round16(w), _round16(w / aspect)
