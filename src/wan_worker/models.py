@@ -1,7 +1,30 @@
-"""The six model files of the Wan2.2 I2V workflow: the manifest, where ComfyUI looks, the check."""
+"""The six model files of the Wan2.2 I2V workflow: the manifest, where ComfyUI looks, the check.
+
+Where ComfyUI looks is read from the same extra_model_paths.yaml ComfyUI reads, with ComfyUI's own
+rules (utils/extra_config.py, folder_paths.py), so the check and ComfyUI never disagree. The check
+stats each file and reads only its safetensors header, so it runs on every job in milliseconds.
+Also a CLI: `python -m wan_worker.models [--json]` (exit 0 all ok, 1 problems, 2 start-up error).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import json
+import logging
+import os
+import stat
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import yaml
+
+from .errors import MODEL_DAMAGED, MODELS_MISSING, STARTUP_FAILED, WorkerError
+from .settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 WAN22_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 WAN21_REPO = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
@@ -42,3 +65,387 @@ MANIFEST: tuple[ModelFile, ...] = (
          "UMT5-XXL text encoder"),
     _wan("vae", "wan_2.1_vae.safetensors", int(0.254 * GB), "Wan 2.1 VAE"),
 )
+
+
+# ---------------------------------------------------------------- where ComfyUI looks
+
+CONFIG_NAME = "extra_model_paths.yaml"
+LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}  # ComfyUI's map_legacy
+# ComfyUI's own folders under <comfy_dir>/models, in folder_paths.py's order; other folders: <name>
+COMFY_FOLDERS = {"diffusion_models": ("unet", "diffusion_models"),
+                 "text_encoders": ("text_encoders", "clip")}
+MAX_HEADER_BYTES = 100 * 1000 * 1000  # real headers are well under 1 MB; more means not safetensors
+FIX_MISSING = ("run scripts/download_models.sh to fill the volume "
+               "(or set AUTO_DOWNLOAD_MODELS=true)")
+FIX_DAMAGED = "delete it and download it again with scripts/download_models.sh"
+
+_YAML_CACHE: dict[str, tuple[int, int, Any]] = {}  # path -> (size, mtime_ns, parsed YAML)
+_HEADER_CACHE: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime_ns) -> header was ok
+
+
+def config_files(settings: Settings) -> list[Path]:
+    """The YAML files ComfyUI's main.py loads, in its order.
+
+    <comfy_dir>/extra_model_paths.yaml is read if present (ComfyUI does so by itself), then
+    EXTRA_MODEL_PATHS, which the entrypoint passes as --extra-model-paths-config and must exist.
+    Loading the same file twice changes nothing, as in ComfyUI.
+    """
+    default = Path(os.path.realpath(settings.comfy_dir)) / CONFIG_NAME
+    files = [default] if default.is_file() else []
+    if settings.extra_model_paths:
+        explicit = Path(settings.extra_model_paths)
+        if not (files and os.path.realpath(explicit) == os.path.realpath(default)):
+            files.append(explicit)
+    return files
+
+
+def model_dirs(settings: Settings) -> dict[str, list[Path]]:
+    """For each folder of the manifest, the directories ComfyUI searches, first match wins."""
+    models_dir = os.path.join(os.path.realpath(settings.comfy_dir), "models")
+    paths = {folder: [os.path.join(models_dir, sub) for sub in COMFY_FOLDERS.get(folder, (folder,))]
+             for folder in _manifest_folders()}
+    for config_file in config_files(settings):
+        for folder, path, is_default in _config_entries(config_file):
+            if folder in paths:
+                _add_folder_path(paths[folder], path, is_default)
+    return {folder: [Path(p) for p in dirs] for folder, dirs in paths.items()}
+
+
+def _manifest_folders() -> list[str]:
+    return list(dict.fromkeys(m.folder for m in MANIFEST))
+
+
+def _add_folder_path(paths: list[str], path: str, is_default: bool) -> None:
+    """folder_paths.add_model_folder_path: no duplicates; is_default moves or puts it first."""
+    if path in paths:
+        if is_default and paths[0] != path:
+            paths.remove(path)
+            paths.insert(0, path)
+    elif is_default:
+        paths.insert(0, path)
+    else:
+        paths.append(path)
+
+
+def _config_entries(config_file: Path) -> Iterator[tuple[str, str, bool]]:
+    """(folder, directory, is_default) in file order, by utils/extra_config.py's rules."""
+    config = _load_yaml(config_file)
+    yaml_dir = os.path.dirname(os.path.abspath(config_file))
+    for section, conf in config.items():
+        if conf is None:
+            continue
+        if not isinstance(conf, dict):
+            raise _malformed(config_file, f"section '{section}' is not a mapping of folder: path")
+        conf = dict(conf)
+        has_base = "base_path" in conf
+        base_path = _base_path(conf.pop("base_path", None), has_base, yaml_dir, config_file, section)
+        is_default = bool(conf.pop("is_default", False))
+        for key, value in conf.items():
+            if not isinstance(value, str):
+                raise _malformed(config_file, f"'{section}.{key}' must be a path or lines of paths")
+            for line in value.split("\n"):
+                if line:
+                    yield (LEGACY_FOLDERS.get(str(key), str(key)),
+                           _full_path(line, base_path, yaml_dir), is_default)
+
+
+def _base_path(value: object, present: bool, yaml_dir: str, config_file: Path,
+               section: str) -> str | None:
+    """`~` and $VARS expanded; a relative base_path is relative to the YAML file's folder."""
+    if value is None:
+        if present:
+            raise _malformed(config_file, f"'{section}.base_path' is empty")
+        return None
+    if not isinstance(value, str):
+        raise _malformed(config_file, f"'{section}.base_path' must be a path")
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    if not os.path.isabs(expanded):  # as ComfyUI: even "" becomes the YAML's folder
+        expanded = os.path.abspath(os.path.join(yaml_dir, expanded))
+    return expanded
+
+
+def _full_path(line: str, base_path: str | None, yaml_dir: str) -> str:
+    if base_path:
+        full = os.path.join(base_path, line)
+    elif not os.path.isabs(line):
+        full = os.path.abspath(os.path.join(yaml_dir, line))
+    else:
+        full = line
+    return os.path.normpath(full)
+
+
+def _load_yaml(config_file: Path) -> dict[str, Any]:
+    """Parsed YAML, cached by (size, mtime) so a warm check does not re-parse it."""
+    key = str(config_file)
+    try:
+        st = os.stat(config_file)
+        cached = _YAML_CACHE.get(key)
+        if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
+            return cached[2]
+        with open(config_file, encoding="utf-8") as stream:
+            config = yaml.safe_load(stream)
+    except OSError as exc:
+        raise WorkerError(
+            STARTUP_FAILED,
+            f"The model paths file {config_file} cannot be read ({exc.strerror or exc}); fix "
+            "EXTRA_MODEL_PATHS or the image.",
+            {"file": key},
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise _malformed(config_file, f"it is not valid YAML ({_first_line(exc)})") from None
+    if not isinstance(config, dict):
+        raise _malformed(config_file, "its top level must be a mapping of sections")
+    _YAML_CACHE[key] = (st.st_size, st.st_mtime_ns, config)
+    return config
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _malformed(config_file: Path, why: str) -> WorkerError:
+    return WorkerError(
+        STARTUP_FAILED,
+        f"The model paths file {config_file} is malformed: {why}; fix it (ComfyUI reads it too).",
+        {"file": str(config_file), "reason": why},
+    )
+
+
+# ---------------------------------------------------------------- the check
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """What the check found for one manifest file."""
+
+    model: ModelFile
+    state: str  # "ok" | "missing" | "damaged"
+    path: str | None  # where it was found (None when missing)
+    size: int | None  # bytes
+    reason: str = ""  # why it is missing or damaged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.model.rel_path, "folder": self.model.folder, "name": self.model.name,
+                "role": self.model.role, "state": self.state, "path": self.path,
+                "size": self.size, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class VolumeReport:
+    """The six files' states plus every directory searched, for messages, dry runs and the CLI."""
+
+    files: tuple[FileStatus, ...]
+    searched: dict[str, list[str]]  # folder -> directories searched, in ComfyUI's order
+    config_files: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return all(f.state == "ok" for f in self.files)
+
+    @property
+    def missing(self) -> tuple[FileStatus, ...]:
+        return tuple(f for f in self.files if f.state == "missing")
+
+    @property
+    def damaged(self) -> tuple[FileStatus, ...]:
+        return tuple(f for f in self.files if f.state == "damaged")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "files": [f.to_dict() for f in self.files],
+            "missing": [f.model.rel_path for f in self.missing],
+            "damaged": [f.model.rel_path for f in self.damaged],
+            "searched": {k: list(v) for k, v in self.searched.items()},
+            "config_files": list(self.config_files),
+        }
+
+    def raise_for_problems(self) -> None:
+        """MODELS_MISSING (takes precedence) or MODEL_DAMAGED; details always carry both lists."""
+        if self.ok:
+            return
+        details = {
+            "missing": [{"file": f.model.rel_path, "searched": self.searched[f.model.folder]}
+                        for f in self.missing],
+            "damaged": [{"file": f.model.rel_path, "path": f.path, "size": f.size,
+                         "reason": f.reason} for f in self.damaged],
+            "searched": {k: list(v) for k, v in self.searched.items()},
+        }
+        if self.missing:
+            raise WorkerError(MODELS_MISSING, self._missing_message(), details)
+        raise WorkerError(MODEL_DAMAGED, self._damaged_message(), details)
+
+    def _missing_message(self) -> str:
+        names = ", ".join(f.model.rel_path for f in self.missing)
+        folders = dict.fromkeys(f.model.folder for f in self.missing)
+        where = "; ".join(f"{folder} in {', '.join(self.searched[folder]) or '(nowhere)'}"
+                          for folder in folders)
+        count = len(self.missing)
+        also = ""
+        if self.damaged:
+            also = f"; also damaged: {', '.join(f.model.rel_path for f in self.damaged)}"
+        return (f"{count} model file{'s are' if count > 1 else ' is'} missing: {names} "
+                f"(searched {where}){also}; {FIX_MISSING}.")
+
+    def _damaged_message(self) -> str:
+        items = "; ".join(f"{f.model.rel_path} at {f.path} ({f.reason})" for f in self.damaged)
+        count = len(self.damaged)
+        fix = FIX_DAMAGED if count == 1 else FIX_DAMAGED.replace(" it ", " them ")
+        return f"{count} model file{'s are' if count > 1 else ' is'} damaged: {items}; {fix}."
+
+
+def check_volume(settings: Settings) -> VolumeReport:
+    """Find each manifest file where ComfyUI would, and check its safetensors header.
+
+    Raises WorkerError(STARTUP_FAILED) only for an unreadable or malformed paths file; missing
+    or damaged models are reported, not raised (see VolumeReport.raise_for_problems).
+    """
+    started = time.perf_counter()
+    dirs = model_dirs(settings)
+    searched = {folder: [str(d) for d in folder_dirs] for folder, folder_dirs in dirs.items()}
+    files = tuple(_check_file(model, searched[model.folder]) for model in MANIFEST)
+    report = VolumeReport(files, searched, tuple(str(p) for p in config_files(settings)))
+    log.debug("volume check: %d ok, %d missing, %d damaged in %.1f ms", len(files) -
+              len(report.missing) - len(report.damaged), len(report.missing),
+              len(report.damaged), (time.perf_counter() - started) * 1000)
+    return report
+
+
+def _check_file(model: ModelFile, dirs: Sequence[str]) -> FileStatus:
+    """First directory holding a regular file of that name, as folder_paths.get_full_path."""
+    broken_links = []
+    for directory in dirs:
+        path = os.path.join(directory, model.name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            if os.path.islink(path):
+                broken_links.append(path)
+            continue
+        if stat.S_ISREG(st.st_mode):
+            return _check_found(model, path, st)
+    reason = "not found in any searched folder"
+    if broken_links:
+        reason += f" (broken symlink at {', '.join(broken_links)})"
+    return FileStatus(model, "missing", None, None, reason)
+
+
+def _check_found(model: ModelFile, path: str, st: os.stat_result) -> FileStatus:
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _HEADER_CACHE:
+        problem = _header_problem(path, st.st_size)
+        if problem is not None:
+            log.debug("model %s at %s is damaged: %s", model.rel_path, path, problem)
+            return FileStatus(model, "damaged", path, st.st_size, problem)
+        for old in [k for k in _HEADER_CACHE if k[0] == path]:
+            del _HEADER_CACHE[old]
+        _HEADER_CACHE[key] = True
+    return FileStatus(model, "ok", path, st.st_size, "")
+
+
+def _header_problem(path: str, size: int) -> str | None:
+    """Why the file is not a complete safetensors file, or None. Reads the header only."""
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if size < 8:
+        return f"the file is only {size} bytes, too small for a safetensors file"
+    try:
+        with open(path, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            if length == 0:
+                return "its safetensors header length is 0"
+            if length > MAX_HEADER_BYTES:
+                return (f"its first 8 bytes announce a {length}-byte header: not a safetensors "
+                        "file")
+            if 8 + length > size:
+                return (f"its header needs {8 + length} bytes but the file has only {size}: "
+                        "truncated, or not a safetensors file")
+            raw = fh.read(length)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    except struct.error:
+        return "it changed while being read"
+    return _tensor_problem(raw, length, size)
+
+
+def _tensor_problem(raw: bytes, length: int, size: int) -> str | None:
+    """Header JSON sanity, and every tensor's data inside the file (a truncated download fails)."""
+    if len(raw) < length:
+        return "it is shorter than its header (truncated)"
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return "its header is not valid JSON: not a safetensors file"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object: not a safetensors file"
+    data_size = size - 8 - length
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]):
+            return f"tensor {name!r} has no valid data_offsets in the header"
+        if offsets[1] > data_size:
+            return (f"tensor {name!r} ends at byte {8 + length + offsets[1]} but the file has only "
+                    f"{size} bytes: truncated download")
+        end = max(end, offsets[1])
+    if end != data_size:
+        return (f"the file has {data_size - end} bytes more than its header describes "
+                "(safetensors refuses it)")
+    return None
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def format_report(report: VolumeReport) -> str:
+    """The human report printed at container start and by the CLI."""
+    lines = ["Model volume check"
+             + (f" (paths from {', '.join(report.config_files)})" if report.config_files else "")]
+    for f in report.files:
+        size = f"{f.size / GB:6.2f} GB" if f.size is not None else " " * 9
+        lines.append(f"  {f.state.upper():<8} {f.model.rel_path}")
+        if f.path:
+            lines.append(f"           {size}  {f.path}")
+        if f.reason:
+            lines.append(f"           {f.reason}")
+    lines.append("Folders searched, in ComfyUI's order:")
+    for folder, dirs in report.searched.items():
+        lines.append(f"  {folder}:")
+        lines.extend(f"    {d}" for d in dirs)
+    if report.ok:
+        lines.append(f"All {len(report.files)} model files are present and complete.")
+    if report.missing:
+        lines.append(f"{len(report.missing)} missing: {FIX_MISSING}.")
+    if report.damaged:
+        lines.append(f"{len(report.damaged)} damaged: {FIX_DAMAGED}.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 when all six files are ok, 1 when any is missing or damaged, 2 on a start-up error."""
+    parser = argparse.ArgumentParser(
+        prog="python -m wan_worker.models",
+        description="Report which of the Wan2.2 I2V model files are on the volume, and where.")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        level = logging.getLevelName(settings.log_level.upper())
+        logging.basicConfig(level=level if isinstance(level, int) else logging.INFO,
+                            stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        report = check_volume(settings)
+    except WorkerError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, **exc.to_result()}, indent=2))
+        else:
+            print(f"ERROR {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,6 +33,7 @@ class Settings:
     max_image_pixels: int = 40_000_000
     allow_private_image_urls: bool = False
     allow_http_image_urls: bool = False
+    image_fetch_timeout_s: float = 20.0  # whole download of an image URL, redirects included
     log_level: str = "INFO"
 
     @property
