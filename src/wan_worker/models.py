@@ -333,7 +333,7 @@ def _check_file(model: ModelFile, dirs: Sequence[str]) -> FileStatus:
 def _check_found(model: ModelFile, path: str, st: os.stat_result) -> FileStatus:
     key = (path, st.st_size, st.st_mtime_ns)
     if key not in _HEADER_CACHE:
-        problem = _header_problem(path, st.st_size)
+        problem = safetensors_problem(path, st.st_size)
         if problem is not None:
             log.debug("model %s at %s is damaged: %s", model.rel_path, path, problem)
             return FileStatus(model, "damaged", path, st.st_size, problem)
@@ -343,7 +343,7 @@ def _check_found(model: ModelFile, path: str, st: os.stat_result) -> FileStatus:
     return FileStatus(model, "ok", path, st.st_size, "")
 
 
-def _header_problem(path: str, size: int) -> str | None:
+def safetensors_problem(path: str, size: int) -> str | None:
     """Why the file is not a complete safetensors file, or None. Reads the header only."""
     if size == 0:
         return "the file is empty (0 bytes)"
