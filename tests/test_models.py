@@ -218,13 +218,13 @@ def test_damaged_file_beyond_an_ok_one_is_not_looked_at(layout) -> None:
 
 def counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = models._header_problem
+    real = models.safetensors_problem
 
     def spy(path: str, size: int) -> str | None:
         calls.append(path)
         return real(path, size)
 
-    monkeypatch.setattr(models, "_header_problem", spy)
+    monkeypatch.setattr(models, "safetensors_problem", spy)
     return calls
 
 
