@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Container start: report the model volume, start ComfyUI in the background, exec the worker.
+# Every path comes from the environment (container defaults below), so tests run this script
+# outside a container with a stand-in ComfyUI main.py.
+set -euo pipefail
+
+export COMFY_DIR="${COMFY_DIR:-/comfyui}"
+export COMFY_PORT="${COMFY_PORT:-8188}"
+export COMFY_HOST="127.0.0.1:${COMFY_PORT}"
+export COMFY_PID_FILE="${COMFY_PID_FILE:-/tmp/comfyui.pid}"
+export EXTRA_MODEL_PATHS="${EXTRA_MODEL_PATHS:-${COMFY_DIR}/extra_model_paths.yaml}"
+COMFY_PYTHON="${COMFY_PYTHON:-/opt/comfy-venv/bin/python}"
+WORKER_PYTHON="${WORKER_PYTHON:-/opt/worker-venv/bin/python}"
+COMFY_ARGS="${COMFY_ARGS:-}"
+
+log() { echo "[entrypoint] $*"; }
+
+comfy_pid=""
+stop() {
+  log "stopping"
+  if [[ -n "$comfy_pid" ]]; then kill -TERM "$comfy_pid" 2>/dev/null || true; fi
+  exit 0
+}
+trap stop TERM INT
+
+# 1. The model volume: report it; missing models do not stop the worker (jobs get the clear error).
+if [[ "${AUTO_DOWNLOAD_MODELS:-false}" == "true" ]]; then
+  log "AUTO_DOWNLOAD_MODELS=true: fetching any missing model files"
+  "$WORKER_PYTHON" -m wan_worker.download || log "model download failed; jobs will say what is missing"
+fi
+"$WORKER_PYTHON" -m wan_worker.models || log "the model volume is not complete; I2V jobs will fail with MODELS_MISSING or MODEL_DAMAGED until it is"
+
+# 2. ComfyUI on loopback only, its log lines prefixed. With setpriv it gets SIGTERM when the
+#    worker (this process after exec) exits, so stopping the container's main process stops both.
+read -r -a extra_args <<< "$COMFY_ARGS"
+launcher=()
+if command -v setpriv >/dev/null 2>&1; then launcher=(setpriv --pdeathsig TERM); fi
+(cd "$COMFY_DIR" && exec "${launcher[@]}" "$COMFY_PYTHON" -u main.py --listen 127.0.0.1 \
+  --port "$COMFY_PORT" --extra-model-paths-config "$EXTRA_MODEL_PATHS" --disable-auto-launch \
+  --disable-metadata --disable-api-nodes "${extra_args[@]}") > >(sed -u 's/^/[comfyui] /') 2>&1 &
+comfy_pid=$!
+echo "$comfy_pid" > "$COMFY_PID_FILE"
+log "ComfyUI starting (pid $comfy_pid) on $COMFY_HOST"
+
+# 3. The worker replaces this shell; the container's arguments pass through to the RunPod SDK.
+worker_args=("$@")
+if [[ "${SERVE_API_LOCALLY:-false}" == "true" ]]; then
+  worker_args+=(--rp_serve_api --rp_api_host 0.0.0.0)
+fi
+trap - TERM INT
+exec "$WORKER_PYTHON" -m wan_worker "${worker_args[@]}"
