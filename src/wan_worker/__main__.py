@@ -5,22 +5,32 @@ exits 0/1; `--rp_serve_api` serves RunPod's local test API instead.
 """
 from __future__ import annotations
 
-import logging
+import os
 
-import runpod
-
+from . import logs
 from .errors import WorkerError
-from .handler import handler
 from .settings import load_settings
+
+# The SDK logs whole job inputs and outputs (base64 images and videos) at DEBUG, its default.
+# Keep it at INFO or quieter; our own logger follows LOG_LEVEL. Set before runpod is imported.
+_SDK_LEVELS = {"WARNING": "WARN", "WARN": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
+
+
+def _log_level() -> str:
+    try:
+        return load_settings().log_level.upper()
+    except WorkerError:
+        return "INFO"  # the handler reports the bad setting to every job
 
 
 def main() -> None:
-    try:
-        level = load_settings().log_level.upper()
-    except WorkerError:
-        level = "INFO"  # the handler reports the bad setting to every job
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = _log_level()
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", _SDK_LEVELS.get(level, "INFO"))
+    import runpod
+
+    from .handler import handler
+
+    logs.setup(level)
     runpod.serverless.start({"handler": handler})
 
 

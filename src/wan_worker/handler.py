@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
-from . import delivery
+from . import delivery, logs
 from .comfy import ComfyClient, Run
 from .errors import INTERNAL_ERROR, NO_OUTPUT, WorkerError
 from .images import load_image
@@ -61,6 +61,7 @@ class Timings:
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     job_id = safe_id(job.get("id"))
+    logs.job_id.set(job_id)
     timings = Timings()
     try:
         w = worker()
@@ -69,13 +70,13 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
         deadline = time.monotonic() + (req.timeout_s or w.settings.job_timeout_s)
         run = run_workflow if isinstance(req, WorkflowRequest) else run_i2v
         result = run(w, job_id, req, timings, deadline)  # type: ignore[arg-type]
-        log.info("[%s] done in %.0f ms", job_id, result["timings_ms"]["total"])
+        log.info("done in %.0f ms", result["timings_ms"]["total"])
         return result
     except WorkerError as err:
-        log.warning("[%s] failed: %s", job_id, err)
+        log.warning("failed: %s", err)
         return err.to_result()
     except Exception:  # noqa: BLE001 - the job must end with a clear error, never a crash
-        log.exception("[%s] unexpected error", job_id)
+        log.exception("unexpected error")
         return WorkerError(INTERNAL_ERROR, "The worker hit an unexpected error; the log has the details. "
                                            "Send the job again, and report it if it repeats.").to_result()
 

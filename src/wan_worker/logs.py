@@ -1,0 +1,20 @@
+"""Logging with the job id on every line, without passing the id through every module."""
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+
+job_id: ContextVar[str] = ContextVar("job_id", default="-")
+
+
+class _JobIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job_id = job_id.get()
+        return True
+
+
+def setup(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_JobIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(job_id)s] %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler], force=True)
