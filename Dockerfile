@@ -19,6 +19,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 FROM ${CUDA_IMAGE}
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG TORCH_VERSION=2.8.0
+ARG TORCHVISION_VERSION=0.23.0
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -38,7 +39,7 @@ RUN apt-get update \
 # Heaviest and slowest-changing layer first: PyTorch with CUDA, in ComfyUI's own venv.
 RUN python3.12 -m venv /opt/comfy-venv \
  && /opt/comfy-venv/bin/pip install --index-url "${TORCH_INDEX_URL}" \
-      "torch==${TORCH_VERSION}" torchvision torchaudio
+      "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCH_VERSION}"
 
 # ComfyUI at the pinned version and its requirements.
 COPY --from=build /comfyui /comfyui

@@ -20,5 +20,10 @@ dry-run: $(STAMP)
 	EXTRA_MODEL_PATHS=$(CURDIR)/extra_model_paths.yaml RUNPOD_SKIP_AUTO_SYSTEM_CHECKS=true \
 		$(PY) -m wan_worker
 
+# shellcheck on every shell script, hadolint on the Dockerfile (both from PyPI, in .venv).
+lint: $(STAMP)
+	$(VENV)/bin/shellcheck entrypoint.sh scripts/*.sh .ci/run
+	$(VENV)/bin/hadolint Dockerfile
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
