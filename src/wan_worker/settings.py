@@ -6,7 +6,7 @@ deployed endpoint needs no settings at all. Nothing else in the package reads os
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Mapping
@@ -35,6 +35,20 @@ class Settings:
     allow_http_image_urls: bool = False
     image_fetch_timeout_s: float = 20.0  # whole download of an image URL, redirects included
     log_level: str = "INFO"
+    # S3-compatible delivery, with RunPod's variable names. The bucket may instead be part of the
+    # endpoint URL (https://<bucket>.s3.<region>.amazonaws.com or https://host/<bucket>).
+    bucket_endpoint_url: str = ""
+    bucket_access_key_id: str = field(default="", repr=False)  # repr=False: never in a log line
+    bucket_secret_access_key: str = field(default="", repr=False)
+    bucket_name: str = ""
+    bucket_region: str = ""  # empty: from the endpoint URL, else us-east-1
+    bucket_public_url: str = ""  # set: return <BUCKET_PUBLIC_URL>/<key>, not a presigned URL
+    presigned_url_expiry_s: int = 604800  # 7 days, the most SigV4 allows
+
+    @property
+    def s3_configured(self) -> bool:
+        """True when outputs can go to a bucket: an endpoint and both keys are set."""
+        return bool(self.bucket_endpoint_url and self.bucket_access_key_id and self.bucket_secret_access_key)
 
     @property
     def comfy_url(self) -> str:
