@@ -151,7 +151,12 @@ class ComfyClient:
                              json={"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id})
         if resp.status_code == 400:
             raise rejected(resp.json())
-        self._ok(resp, "queueing the prompt")
+        body = self._ok(resp, "queueing the prompt").json()
+        if body.get("node_errors"):
+            # ComfyUI queues a graph when at least one output is valid and silently drops the
+            # others; a job must not lose outputs silently, so take it back and say why.
+            self.interrupt(prompt_id)
+            raise rejected(body)
 
     def history(self, prompt_id: str) -> dict[str, Any]:
         body = self._ok(self._request("GET", f"/history/{prompt_id}"), "history").json()

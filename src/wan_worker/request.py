@@ -227,7 +227,7 @@ def _check_cross_field(req: Request, max_timeout_s: float, s3_configured: bool) 
 
 
 def _round16(x: float) -> int:
-    return max(MIN_SIDE, min(MAX_SIDE, int(round(x / 16)) * 16))
+    return max(MIN_SIDE, min(MAX_SIDE, int(x / 16 + 0.5) * 16))
 
 
 def resolve_size(req: I2VRequest, image_width: int, image_height: int) -> tuple[int, int]:

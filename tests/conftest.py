@@ -1,0 +1,77 @@
+"""Shared fixtures: a model volume of tiny valid safetensors files, a stand-in ComfyUI, and the
+worker's environment pointed at both."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from wan_worker import handler as handler_module
+from wan_worker.models import MANIFEST
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def write_safetensors(path: Path, payload: bytes = b"\0" * 16) -> Path:
+    """A small but real safetensors file: 8-byte header length, JSON header, tensor bytes."""
+    header = json.dumps({"__metadata__": {"format": "pt"},
+                         "w": {"dtype": "F32", "shape": [len(payload) // 4], "data_offsets": [0, len(payload)]}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode() + payload)
+    return path
+
+
+def png_b64(width: int = 96, height: int = 54, color=(200, 80, 40), fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Path:
+    """A models folder holding all six files, and the extra_model_paths.yaml that points at it."""
+    root = tmp_path / "volume" / "models"
+    for m in MANIFEST:
+        write_safetensors(root / m.folder / m.name)
+    yaml = tmp_path / "extra_model_paths.yaml"
+    yaml.write_text(
+        "test_volume:\n"
+        f"  base_path: {root}\n"
+        "  is_default: true\n"
+        "  diffusion_models: diffusion_models\n"
+        "  loras: loras\n"
+        "  text_encoders: text_encoders\n"
+        "  vae: vae\n"
+    )
+    return root
+
+
+@pytest.fixture
+def fake(tmp_path: Path):
+    from tests.fakecomfy import FakeComfy
+
+    with FakeComfy(root_dir=tmp_path / "comfyui") as server:
+        yield server
+
+
+@pytest.fixture
+def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, volume: Path, fake) -> dict[str, str]:
+    """The worker's settings pointed at the stand-in ComfyUI and the test volume."""
+    env = {
+        "COMFY_HOST": fake.host,
+        "COMFY_DIR": str(fake.input_dir.parent),
+        "COMFY_PID_FILE": str(tmp_path / "comfyui.pid"),
+        "COMFY_START_TIMEOUT_S": "5",
+        "EXTRA_MODEL_PATHS": str(tmp_path / "extra_model_paths.yaml"),
+        "JOB_TIMEOUT_S": "60",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    handler_module.worker.cache_clear()
+    yield env
+    handler_module.worker.cache_clear()
