@@ -32,13 +32,14 @@ def saved_files(root: Path) -> list[Path]:
 def test_i2v_job_returns_the_mp4_comfyui_saved(worker_env, fake):
     result = handler(job(seed=7))
     assert "error" not in result, result
-    saved = [p for p in saved_files(fake.output_dir) if p.suffix == ".mp4"]
-    assert len(saved) == 1
+    [saved] = [o for p in fake.prompts for o in fake.history()[p["prompt_id"]]["outputs"].values()]
     video = base64.b64decode(result["video"])
-    assert video == saved[0].read_bytes()
+    assert video == fake.mp4_bytes
     assert video[4:8] == b"ftyp"
     assert result["mime_type"] == "video/mp4"
-    assert result["filename"] == saved[0].name and result["bytes"] == len(video)
+    assert result["filename"] == saved["images"][0]["filename"] and result["bytes"] == len(video)
+    # the job's files are gone from ComfyUI's folders once delivered
+    assert saved_files(fake.output_dir) == [] and saved_files(fake.input_dir) == []
     assert (result["seed"], result["width"], result["height"], result["length"], result["fps"]) \
         == (7, 848, 480, 81, 16.0)
     assert result["duration_s"] == pytest.approx(81 / 16, abs=0.001)
@@ -52,8 +53,7 @@ def test_i2v_job_returns_the_mp4_comfyui_saved(worker_env, fake):
     assert by_class["CLIPTextEncode"][0]["text"] == PROMPT or by_class["CLIPTextEncode"][1]["text"] == PROMPT
     assert {s["noise_seed"] for s in by_class["KSamplerAdvanced"]} == {7}
     assert by_class["WanImageToVideo"][0]["width"] == 848
-    uploaded = by_class["LoadImage"][0]["image"]
-    assert (fake.input_dir / uploaded).exists()
+    assert by_class["LoadImage"][0]["image"] in fake.uploads
 
 
 def test_random_seed_is_returned_and_used(worker_env, fake):
@@ -152,13 +152,13 @@ def test_workflow_mode_with_two_images(worker_env, fake):
               {"name": "second.jpg", "image": "data:image/jpeg;base64," + png_b64(fmt="JPEG")}]
     result = handler({"id": "wf-1", "input": {"workflow": two_image_workflow(), "images": images}})
     assert "error" not in result, result
-    assert sorted(p.name for p in fake.input_dir.iterdir()) == ["first.png", "second.jpg"]
+    assert sorted(fake.uploads) == ["first.png", "second.jpg"]
     by_ext = {Path(i["filename"]).suffix: i for i in result["images"]}
     assert set(by_ext) == {".mp4", ".png"}
     assert all(i["type"] == "base64" for i in result["images"])
-    mp4 = next(p for p in saved_files(fake.output_dir) if p.suffix == ".mp4")
-    assert base64.b64decode(by_ext[".mp4"]["data"]) == mp4.read_bytes()
+    assert base64.b64decode(by_ext[".mp4"]["data"]) == fake.mp4_bytes
     assert base64.b64decode(by_ext[".png"]["data"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved_files(fake.output_dir) == [] and saved_files(fake.input_dir) == []
 
 
 def test_rejected_workflow_reports_comfyui_node_errors(worker_env, fake):

@@ -35,6 +35,10 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".gif")
 OUTPUT_KEYS = ("images", "gifs", "videos")  # core nodes use `images`; custom video nodes the others
 POLL_S = 0.05
 HTTP_TIMEOUT_S = 30.0
+HEALTH_EVERY_S = 10.0  # a quiet socket this long: ask /system_stats whether ComfyUI still answers
+HEALTH_TIMEOUT_S = 5.0
+HEALTH_FAILURES = 2  # unanswered health checks in a row before the job is given up
+INTERRUPT_GRACE_S = 5.0  # after /interrupt, how long to wait for ComfyUI to confirm
 OOM_MARKERS = ("OutOfMemoryError", "out of memory", "Allocation on device")
 
 Event = dict[str, Any]
@@ -59,8 +63,9 @@ class OutputFile:
 class Run:
     """What happened to one queued prompt."""
 
-    prompt_id: str
-    outputs: list[OutputFile] = field(default_factory=list)
+    prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    outputs: list[OutputFile] = field(default_factory=list)  # what the job returns
+    all_files: list[OutputFile] = field(default_factory=list)  # also previews: what to clean up
     queue_ms: float = 0.0
     execute_ms: float = 0.0
 
@@ -162,9 +167,40 @@ class ComfyClient:
         body = self._ok(self._request("GET", f"/history/{prompt_id}"), "history").json()
         return body.get(prompt_id, {})
 
-    def fetch(self, out: OutputFile) -> bytes:
+    def local_path(self, out: OutputFile) -> Path | None:
+        """Where the file lies in ComfyUI's folder, when this worker shares it (the container)."""
+        base = (Path(self.settings.comfy_dir) / out.type).resolve()
+        path = (base / out.subfolder / out.filename).resolve()
+        return path if path.is_relative_to(base) and path.is_file() else None
+
+    def fetch(self, out: OutputFile, dest_dir: Path) -> Path:
+        """The saved file on local disk: in place when shared, else streamed from `/view`."""
+        local = self.local_path(out)
+        if local is not None:
+            return local
         params = {"filename": out.filename, "subfolder": out.subfolder, "type": out.type}
-        return self._ok(self._request("GET", "/view", params=params), f"fetching {out.filename}").content
+        resp = self._ok(self._request("GET", "/view", params=params, stream=True), f"fetching {out.filename}")
+        dest = dest_dir / f"{out.node_id}_{out.type}_{Path(out.filename).name}"
+        with resp, dest.open("wb") as fh:
+            for chunk in resp.iter_content(1024 * 1024):
+                fh.write(chunk)
+        return dest
+
+    def cleanup(self, prompt_id: str | None, files: list[OutputFile], inputs: list[str]) -> None:
+        """Remove a job's uploaded inputs and saved outputs from ComfyUI's folders; best effort.
+
+        When the run ended early, the outputs come from /history (it keeps even failed prompts).
+        """
+        if prompt_id and not files:
+            try:
+                files = outputs_of(self.history(prompt_id), include_temp=True)
+            except WorkerError:
+                files = []
+        targets = [OutputFile("", name, "", "input") for name in inputs] + list(files)
+        for out in targets:
+            path = self.local_path(out)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     def interrupt(self, prompt_id: str) -> None:
         """Stop our prompt whether it is running or still waiting in the queue; best effort."""
@@ -184,73 +220,153 @@ class ComfyClient:
             self.check_process()
             raise _unavailable(f"its websocket did not open ({type(exc).__name__})") from None
 
-    def run(self, graph: dict[str, Any], deadline: float,
+    def run(self, run: Run, graph: dict[str, Any], deadline: float,
             on_event: Callable[[Event], None] | None = None) -> Run:
-        """Queue the graph and follow it to the end; returns its saved files."""
-        run = Run(prompt_id=str(uuid.uuid4()))
-        ws = self.connect()  # before queueing, so no message of ours is missed
+        """Queue the graph under `run.prompt_id` and follow it to the end; fills in its files."""
+        follow = _Follow(self, run.prompt_id, deadline, on_event)  # socket open before queueing
         try:
             t0 = time.perf_counter()
             self.queue(graph, run.prompt_id)
             t1 = time.perf_counter()
-            self._follow(ws, run.prompt_id, deadline, on_event)
+            follow.until_done()
             run.queue_ms, run.execute_ms = (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
         finally:
-            ws.close()
-        run.outputs = outputs_of(self.history(run.prompt_id))
+            follow.close()
+        entry = self.history(run.prompt_id)
+        run.outputs, run.all_files = outputs_of(entry), outputs_of(entry, include_temp=True)
         return run
 
-    def _follow(self, ws: websocket.WebSocket, prompt_id: str, deadline: float,
-                on_event: Callable[[Event], None] | None) -> None:
-        failure: Event | None = None
-        while True:
-            event = self._next_event(ws, prompt_id, deadline)
-            if event is None:
-                continue
-            kind, data = event.get("type"), event.get("data") or {}
-            if data.get("prompt_id") != prompt_id:
-                continue
-            if on_event:
-                on_event(event)
-            if kind in ("execution_error", "execution_interrupted"):
-                failure = event
-            elif kind == "executing" and data.get("node") is None:
-                break
-        if failure is not None:
-            raise execution_failed(failure)
-
-    def _next_event(self, ws: websocket.WebSocket, prompt_id: str, deadline: float) -> Event | None:
-        """One JSON message, or None for a binary preview or a quiet second; enforces the deadline."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            self.interrupt(prompt_id)
-            raise WorkerError(TIMEOUT, "The job ran past its time limit and was stopped; lower `length`, "
-                                       "`steps` or the size, or raise JOB_TIMEOUT_S.",
-                              {"prompt_id": prompt_id})
-        ws.settimeout(min(remaining, 1.0))
+    def healthy(self) -> bool:
+        """Does ComfyUI still answer? Used while a job is quiet, to tell a hang from a long step."""
+        self.check_process()
         try:
-            message = ws.recv()
+            return self.session.get(f"{self.base}/system_stats", timeout=HEALTH_TIMEOUT_S).ok
+        except requests.RequestException:
+            return False
+
+
+class _Follow:
+    """Reads one prompt's websocket messages until ComfyUI says it is over.
+
+    Survives a dropped socket (reconnects with the same client id, then asks /history whether the
+    prompt finished meanwhile), notices a dead or hung ComfyUI while the socket is quiet, and at
+    the deadline interrupts the prompt and waits briefly for ComfyUI to confirm.
+    """
+
+    def __init__(self, client: ComfyClient, prompt_id: str, deadline: float,
+                 on_event: Callable[[Event], None] | None) -> None:
+        self.client, self.prompt_id, self.deadline, self.on_event = client, prompt_id, deadline, on_event
+        self.ws = client.connect()
+        self.failure: Event | None = None
+        self.last_heard = time.monotonic()
+        self.unanswered = 0
+
+    def close(self) -> None:
+        self.ws.close()
+
+    def until_done(self) -> None:
+        while not self._handle(self._next()):
+            pass
+        if self.failure is not None:
+            raise execution_failed(self.failure)
+
+    def _handle(self, event: Event | None) -> bool:
+        """Take one event; True when the prompt is over."""
+        if event is None:
+            return False
+        data = event.get("data") or {}
+        if data.get("prompt_id") != self.prompt_id:
+            return False
+        if self.on_event:
+            self.on_event(event)
+        if event.get("type") in ("execution_error", "execution_interrupted"):
+            self.failure = event
+        return event.get("type") == "executing" and data.get("node") is None
+
+    def _next(self) -> Event | None:
+        """One JSON message, or None for a binary preview or a quiet second."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self._stop_for_timeout()
+        self.ws.settimeout(min(remaining, 1.0))
+        try:
+            message = self.ws.recv()
         except websocket.WebSocketTimeoutException:
-            self.check_process()
+            self._check_quiet_comfy()
             return None
         except (OSError, websocket.WebSocketException) as exc:
-            self._ready = False
-            self.check_process()
-            raise _unavailable(f"its websocket closed mid-job ({type(exc).__name__})",
-                               prompt_id=prompt_id) from None
+            return self._reconnect(exc)
+        self.last_heard = time.monotonic()
         if isinstance(message, bytes):
             return None
         return json.loads(message)
 
+    def _check_quiet_comfy(self) -> None:
+        self.client.check_process()
+        if time.monotonic() - self.last_heard < HEALTH_EVERY_S:
+            return
+        self.last_heard = time.monotonic()
+        self.unanswered = 0 if self.client.healthy() else self.unanswered + 1
+        if self.unanswered >= HEALTH_FAILURES:
+            raise _unavailable("it stopped answering in the middle of the job", prompt_id=self.prompt_id)
 
-def outputs_of(history_entry: dict[str, Any]) -> list[OutputFile]:
-    """Every saved file in a `/history` entry; previews (type temp) are left out."""
+    def _reconnect(self, exc: BaseException) -> Event | None:
+        """The socket dropped: open a new one, then learn from /history whether we missed the end."""
+        settings = self.client.settings
+        log.warning("websocket closed mid-job (%s); reconnecting", type(exc).__name__)
+        for attempt in range(1, settings.websocket_reconnect_attempts + 1):
+            self.client.check_process()
+            time.sleep(min(settings.websocket_reconnect_delay_s, max(0.0, self.deadline - time.monotonic())))
+            try:
+                self.ws = self.client.connect()
+            except WorkerError:
+                log.warning("reconnect %d/%d failed", attempt, settings.websocket_reconnect_attempts)
+                continue
+            self.last_heard = time.monotonic()
+            return self._missed_end()
+        raise _unavailable(f"its websocket closed mid-job and {settings.websocket_reconnect_attempts} "
+                           "reconnects failed (WEBSOCKET_RECONNECT_ATTEMPTS)", prompt_id=self.prompt_id)
+
+    def _missed_end(self) -> Event | None:
+        """If the prompt ended while we were away, the event that ends it (from /history)."""
+        status = (self.client.history(self.prompt_id).get("status") or {})
+        if not status.get("completed") and status.get("status_str") != "error":
+            return None
+        for kind, data in status.get("messages") or []:
+            if kind in ("execution_error", "execution_interrupted"):
+                self.failure = {"type": kind, "data": data}
+        return {"type": "executing", "data": {"node": None, "prompt_id": self.prompt_id}}
+
+    def _stop_for_timeout(self) -> None:
+        """Interrupt our prompt, give ComfyUI a moment to confirm, then report the timeout."""
+        self.client.interrupt(self.prompt_id)
+        grace = time.monotonic() + INTERRUPT_GRACE_S
+        try:
+            while time.monotonic() < grace:
+                self.ws.settimeout(max(0.05, grace - time.monotonic()))
+                try:
+                    message = self.ws.recv()
+                except websocket.WebSocketTimeoutException:
+                    continue
+                if isinstance(message, str) and self._handle(json.loads(message)):
+                    break
+        except (OSError, websocket.WebSocketException):
+            pass
+        raise WorkerError(TIMEOUT, "The job ran past its time limit and was stopped; lower `length`, "
+                                   "`steps` or the size, or raise `timeout_s`/JOB_TIMEOUT_S.",
+                          {"prompt_id": self.prompt_id})
+
+
+def outputs_of(history_entry: dict[str, Any], include_temp: bool = False) -> list[OutputFile]:
+    """Every saved file in a `/history` entry; previews (type temp) only when asked for."""
     found = []
     for node_id, node_out in (history_entry.get("outputs") or {}).items():
         animated = bool(any(node_out.get("animated") or []))
         for key in OUTPUT_KEYS:
             for item in node_out.get(key) or []:
-                if not isinstance(item, dict) or "filename" not in item or item.get("type") == "temp":
+                if not isinstance(item, dict) or "filename" not in item:
+                    continue
+                if item.get("type") == "temp" and not include_temp:
                     continue
                 found.append(OutputFile(str(node_id), item["filename"], item.get("subfolder", ""),
                                         item.get("type", "output"), animated or key != "images"))

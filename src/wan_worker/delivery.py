@@ -1,11 +1,24 @@
-"""Turning fetched output bytes into the job's result fields (base64 for now)."""
+"""Handing outputs to the client: inline base64 or an S3 URL, chosen by the job and the size.
+
+RunPod caps a result at about 20 MB (/runsync; less for /run), so an output too big to inline
+goes to the bucket when one is configured, and is a clear OUTPUT_TOO_LARGE when not.
+"""
 from __future__ import annotations
 
 import base64
+import logging
 import mimetypes
+from pathlib import Path
 from typing import Any
 
+from . import s3
+from .errors import OUTPUT_TOO_LARGE, WorkerError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
 VIDEO_MIME = "video/mp4"
+MB = 1_000_000
 
 
 def mime_type(filename: str) -> str:
@@ -14,16 +27,45 @@ def mime_type(filename: str) -> str:
     return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
-def inline_video(data: bytes, filename: str) -> dict[str, Any]:
-    """The I2V result's video fields, with the MP4 inline as base64."""
-    return {
-        "video": base64.b64encode(data).decode("ascii"),
-        "mime_type": mime_type(filename),
-        "filename": filename,
-        "bytes": len(data),
-    }
+def use_s3(output: str, settings: Settings, inline_bytes: int) -> bool:
+    """S3 when asked, or in auto mode when a bucket is configured; else base64 if it fits."""
+    if output == "s3" or (output == "auto" and settings.s3_configured):
+        return True
+    limit = int(settings.max_inline_output_mb * MB)
+    if inline_bytes > limit:
+        fix = ("send `output: \"auto\"` or `\"s3\"` to get a URL instead" if settings.s3_configured else
+               "configure the BUCKET_* settings so large outputs are delivered as S3 URLs")
+        raise WorkerError(OUTPUT_TOO_LARGE,
+                          f"The output is {inline_bytes / MB:.1f} MB, more than the {limit / MB:g} MB that "
+                          f"can be returned inline (MAX_INLINE_OUTPUT_MB); {fix}, or lower `length` or the size.",
+                          {"bytes": inline_bytes, "limit_bytes": limit})
+    return False
 
 
-def inline_file(data: bytes, filename: str) -> dict[str, Any]:
-    """One entry of workflow mode's `images` list, shaped as worker-comfyui returns it."""
-    return {"filename": filename, "type": "base64", "data": base64.b64encode(data).decode("ascii")}
+def b64_file(path: Path) -> str:
+    """The file as base64 text; the raw bytes are dropped before the text copy is made."""
+    encoded = base64.b64encode(path.read_bytes())
+    return encoded.decode("ascii")
+
+
+def deliver_video(path: Path, filename: str, job_id: str, output: str, settings: Settings) -> dict[str, Any]:
+    """The I2V result's video fields: `video` (base64) or `video_url`."""
+    size = path.stat().st_size
+    fields: dict[str, Any] = {"mime_type": mime_type(filename), "filename": filename, "bytes": size}
+    if use_s3(output, settings, size):
+        fields["video_url"] = s3.upload_file(path, s3.object_key(job_id, filename), settings,
+                                             fields["mime_type"]).url
+    else:
+        fields["video"] = b64_file(path)
+    return fields
+
+
+def deliver_files(files: list[tuple[Path, str]], job_id: str, output: str,
+                  settings: Settings) -> list[dict[str, Any]]:
+    """Workflow mode's `images` list, shaped as worker-comfyui returns it."""
+    total = sum(path.stat().st_size for path, _ in files)
+    if use_s3(output, settings, total):
+        return [{"filename": name, "type": "s3_url",
+                 "data": s3.upload_file(path, s3.object_key(job_id, name), settings, mime_type(name)).url}
+                for path, name in files]
+    return [{"filename": name, "type": "base64", "data": b64_file(path)} for path, name in files]

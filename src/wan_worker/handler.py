@@ -5,21 +5,29 @@ import functools
 import logging
 import re
 import secrets
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import runpod
 
 from . import delivery, logs
 from .comfy import ComfyClient, Run
-from .errors import INTERNAL_ERROR, NO_OUTPUT, WorkerError
+from .errors import COMFY_UNAVAILABLE, INTERNAL_ERROR, NO_OUTPUT, OUT_OF_MEMORY, WorkerError
 from .images import load_image
 from .models import check_volume
+from .progress import Progress
 from .request import I2VRequest, WorkflowRequest, parse_input, resolve_size
 from .settings import Settings, load_settings
 from .workflow import I2VParams, Workflow, build_i2v, load_workflow
 
 log = logging.getLogger("wan_worker")
+
+# After these, ComfyUI may be dead or its GPU memory fragmented: ask RunPod for a fresh worker.
+REFRESH_AFTER = {COMFY_UNAVAILABLE, OUT_OF_MEMORY}
 
 
 @dataclass(frozen=True)
@@ -50,83 +58,128 @@ class Timings:
         try:
             yield
         finally:
-            self.ms[name] = round(self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1000, 1)
+            spent = (time.perf_counter() - t0) * 1000
+            self.ms[name] = round(self.ms.get(name, 0.0) + spent, 1)
+            log.info("%s: %.1f ms", name, spent)
 
     def add_run(self, run: Run) -> None:
         self.ms["queue"], self.ms["execute"] = round(run.queue_ms, 1), round(run.execute_ms, 1)
+        log.info("queue: %.1f ms, execute: %.1f ms", run.queue_ms, run.execute_ms)
 
     def done(self) -> dict[str, float]:
         return {**self.ms, "total": round((time.perf_counter() - self.start) * 1000, 1)}
 
 
+@dataclass
+class Job:
+    """One job's state: what it sent to ComfyUI is what gets cleaned up afterwards."""
+
+    raw: dict[str, Any]
+    id: str
+    timings: Timings = field(default_factory=Timings)
+    deadline: float = 0.0
+    run: Run = field(default_factory=Run)
+    inputs: list[str] = field(default_factory=list)  # names uploaded to ComfyUI's input folder
+    queued: bool = False
+
+
 def handler(job: dict[str, Any]) -> dict[str, Any]:
-    job_id = safe_id(job.get("id"))
-    logs.job_id.set(job_id)
-    timings = Timings()
+    j = Job(raw=job, id=safe_id(job.get("id")))
+    logs.job_id.set(j.id)
+    w: Worker | None = None
     try:
         w = worker()
-        with timings.phase("validate"):
-            req = parse_input(job.get("input"), max_timeout_s=w.settings.job_timeout_s)
-        deadline = time.monotonic() + (req.timeout_s or w.settings.job_timeout_s)
-        run = run_workflow if isinstance(req, WorkflowRequest) else run_i2v
-        result = run(w, job_id, req, timings, deadline)  # type: ignore[arg-type]
+        with j.timings.phase("validate"):
+            req = parse_input(job.get("input"), max_timeout_s=w.settings.job_timeout_s,
+                              s3_configured=w.settings.s3_configured)
+        j.deadline = time.monotonic() + (req.timeout_s or w.settings.job_timeout_s)
+        result = (run_workflow if isinstance(req, WorkflowRequest) else run_i2v)(w, j, req)  # type: ignore[arg-type]
         log.info("done in %.0f ms", result["timings_ms"]["total"])
-        return result
     except WorkerError as err:
         log.warning("failed: %s", err)
-        return err.to_result()
+        result = err.to_result()
     except Exception:  # noqa: BLE001 - the job must end with a clear error, never a crash
         log.exception("unexpected error")
-        return WorkerError(INTERNAL_ERROR, "The worker hit an unexpected error; the log has the details. "
-                                           "Send the job again, and report it if it repeats.").to_result()
+        result = WorkerError(INTERNAL_ERROR, "The worker hit an unexpected error; the log has the details. "
+                                             "Send the job again, and report it if it repeats.").to_result()
+    finally:
+        if w is not None and j.queued:
+            clean_up(w, j)
+    if w is not None and (w.settings.refresh_worker or result.get("error_code") in REFRESH_AFTER):
+        result["refresh_worker"] = True  # the SDK takes it out of the output and recycles the worker
+    return result
 
 
-def run_i2v(w: Worker, job_id: str, req: I2VRequest, timings: Timings, deadline: float) -> dict[str, Any]:
-    with timings.phase("validate"):
+def run_i2v(w: Worker, j: Job, req: I2VRequest) -> dict[str, Any]:
+    with j.timings.phase("validate"):
         volume = check_volume(w.settings)
         if not req.dry_run:
             volume.raise_for_problems()
-    with timings.phase("image"):
+    with j.timings.phase("image"):
         image = load_image(req.image, w.settings)
-    params = i2v_params(w, job_id, req, image.width, image.height)
+    params = i2v_params(j.id, req, image.width, image.height)
+    log.info("I2V %dx%d, %d frames at %g fps, %d steps, seed %d, prompt %r (%d chars)", params.width,
+             params.height, params.length, params.fps, params.steps, params.seed, req.prompt[:40], len(req.prompt))
     if req.dry_run:
         checks = {"image": {"width": image.width, "height": image.height, "format": image.format},
                   "models": volume.to_dict()}
-        return dry_run_result(build_i2v(w.workflow, params), timings, checks, **video_fields(params))
-    w.comfy.wait_until_ready()
-    with timings.phase("upload"):
-        uploaded = w.comfy.upload_image(params.image_name, image.png)
-    run = w.comfy.run(build_i2v(w.workflow, replace_image(params, uploaded)), deadline)
-    timings.add_run(run)
-    video = next((o for o in run.outputs if o.is_video), None)
+        return dry_run_result(build_i2v(w.workflow, params), j.timings, checks, **video_fields(params))
+    progress = Progress(progress_sender(w, j.raw), phases=w.workflow.phases())
+    progress.phase("loading_models")
+    uploaded = upload(w, j, [(params.image_name, image.png)])[0]
+    run_prompt(w, j, build_i2v(w.workflow, replace(params, image_name=uploaded)), progress)
+    video = next((o for o in j.run.outputs if o.is_video), None)
     if video is None:
         raise WorkerError(NO_OUTPUT, "ComfyUI finished but saved no video; check that the workflow's "
-                                     "Save Video node is connected.", {"prompt_id": run.prompt_id})
-    with timings.phase("deliver"):
-        result = delivery.inline_video(w.comfy.fetch(video), video.filename)
-    return {**result, **video_fields(params), "prompt_id": run.prompt_id, "timings_ms": timings.done()}
+                                     "Save Video node is connected.", {"prompt_id": j.run.prompt_id})
+    progress.phase("uploading")
+    with j.timings.phase("deliver"), tempfile.TemporaryDirectory() as tmp:
+        result = delivery.deliver_video(w.comfy.fetch(video, Path(tmp)), video.filename, j.id, req.output,
+                                        w.settings)
+    return {**result, **video_fields(params), "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
 
 
-def run_workflow(w: Worker, job_id: str, req: WorkflowRequest, timings: Timings,
-                 deadline: float) -> dict[str, Any]:
-    with timings.phase("image"):
+def run_workflow(w: Worker, j: Job, req: WorkflowRequest) -> dict[str, Any]:
+    with j.timings.phase("image"):
         images = [(i.name, load_image(i.image, w.settings, field=f"images[{n}].image"))
                   for n, i in enumerate(req.images)]
     if req.dry_run:
         checks = {"images": [{"name": name, "width": im.width, "height": im.height} for name, im in images]}
-        return dry_run_result(req.workflow, timings, checks)
-    w.comfy.wait_until_ready()
-    with timings.phase("upload"):
-        for name, image in images:
-            w.comfy.upload_image(name, image.png)
-    run = w.comfy.run(req.workflow, deadline)
-    timings.add_run(run)
-    if not run.outputs:
+        return dry_run_result(req.workflow, j.timings, checks)
+    progress = Progress(progress_sender(w, j.raw), default_phase="running")
+    upload(w, j, [(name, image.png) for name, image in images])
+    run_prompt(w, j, req.workflow, progress)
+    if not j.run.outputs:
         raise WorkerError(NO_OUTPUT, "ComfyUI finished but the workflow saved no image or video; add a "
-                                     "SaveImage or SaveVideo node.", {"prompt_id": run.prompt_id})
-    with timings.phase("deliver"):
-        files = [delivery.inline_file(w.comfy.fetch(o), o.filename) for o in run.outputs]
-    return {"images": files, "prompt_id": run.prompt_id, "timings_ms": timings.done()}
+                                     "SaveImage or SaveVideo node.", {"prompt_id": j.run.prompt_id})
+    progress.phase("uploading")
+    with j.timings.phase("deliver"), tempfile.TemporaryDirectory() as tmp:
+        files = [(w.comfy.fetch(o, Path(tmp)), o.filename) for o in j.run.outputs]
+        images_out = delivery.deliver_files(files, j.id, req.output, w.settings)
+    return {"images": images_out, "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
+
+
+def upload(w: Worker, j: Job, images: list[tuple[str, bytes]]) -> list[str]:
+    w.comfy.wait_until_ready()
+    j.queued = True  # from here on, ComfyUI's folders may hold files of this job
+    with j.timings.phase("upload"):
+        names = [w.comfy.upload_image(name, png) for name, png in images]
+    j.inputs.extend(names)
+    return names
+
+
+def run_prompt(w: Worker, j: Job, graph: dict[str, Any], progress: Progress) -> None:
+    j.queued = True
+    w.comfy.run(j.run, graph, j.deadline, on_event=progress.on_event)
+    j.timings.add_run(j.run)
+
+
+def clean_up(w: Worker, j: Job) -> None:
+    """Leave ComfyUI's input and output folders as they were, whatever happened to the job."""
+    try:
+        w.comfy.cleanup(j.run.prompt_id, j.run.all_files, j.inputs)
+    except Exception:  # noqa: BLE001 - cleaning up must never turn a result into an error
+        log.warning("could not clean up the job's files", exc_info=True)
 
 
 # -- small pieces of the pipeline ------------------------------------------------------------
@@ -135,7 +188,14 @@ def safe_id(job_id: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", str(job_id or "local"))[:64]
 
 
-def i2v_params(w: Worker, job_id: str, req: I2VRequest, image_w: int, image_h: int) -> I2VParams:
+def progress_sender(w: Worker, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """RunPod's progress_update where RunPod is listening, else a debug log line."""
+    if w.settings.runpod_webhook_post_output:
+        return lambda update: runpod.serverless.progress_update(job, update)
+    return lambda update: log.debug("progress %s", update)
+
+
+def i2v_params(job_id: str, req: I2VRequest, image_w: int, image_h: int) -> I2VParams:
     width, height = resolve_size(req, image_w, image_h)
     return I2VParams(
         image_name=f"wan_{job_id}.png", prompt=req.prompt, negative_prompt=req.negative_prompt,
@@ -145,10 +205,6 @@ def i2v_params(w: Worker, job_id: str, req: I2VRequest, image_w: int, image_h: i
         switch_step=req.switch_step, sampler=req.sampler, scheduler=req.scheduler,  # type: ignore[arg-type]
         filename_prefix=f"video/wan_{job_id}",
     )
-
-
-def replace_image(params: I2VParams, name: str) -> I2VParams:
-    return params if name == params.image_name else replace(params, image_name=name)
 
 
 def video_fields(p: I2VParams) -> dict[str, Any]:

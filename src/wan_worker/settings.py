@@ -44,6 +44,14 @@ class Settings:
     bucket_region: str = ""  # empty: from the endpoint URL, else us-east-1
     bucket_public_url: str = ""  # set: return <BUCKET_PUBLIC_URL>/<key>, not a presigned URL
     presigned_url_expiry_s: int = 604800  # 7 days, the most SigV4 allows
+    # Base64 results above this go to S3 (auto) or fail with OUTPUT_TOO_LARGE: RunPod caps a
+    # /runsync result at about 20 MB, and 15 MB of MP4 is 20 MB of base64.
+    max_inline_output_mb: float = 15.0
+    websocket_reconnect_attempts: int = 5
+    websocket_reconnect_delay_s: float = 3.0
+    refresh_worker: bool = False  # ask RunPod for a fresh worker after every job
+    # Set by RunPod on its workers; progress updates are only sent where it exists.
+    runpod_webhook_post_output: str = ""
 
     @property
     def s3_configured(self) -> bool:
@@ -79,7 +87,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _parse(raw: str, kind: type) -> object:
+def _parse(raw: str, kind: type, allow_zero: bool = False) -> object:
     text = raw.strip()
     if kind is bool:
         if text.lower() in _TRUE:
@@ -88,8 +96,8 @@ def _parse(raw: str, kind: type) -> object:
             return False
         raise ValueError("expected true or false")
     value = kind(text)
-    if kind in (int, float) and value <= 0:
-        raise ValueError("must be greater than 0")
+    if kind in (int, float) and (value < 0 or (value == 0 and not allow_zero)):
+        raise ValueError("must be 0 or more" if allow_zero else "must be greater than 0")
     return value
 
 
@@ -103,7 +111,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             continue
         kind = type(f.default)
         try:
-            values[f.name] = _parse(env[name], kind)
+            values[f.name] = _parse(env[name], kind, allow_zero=name.endswith("_ATTEMPTS"))
         except ValueError as exc:
             raise WorkerError(
                 STARTUP_FAILED,

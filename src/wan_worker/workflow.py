@@ -38,6 +38,16 @@ ROLES: dict[str, str] = {
 }
 
 
+# Which progress phase a role's node belongs to; every other node counts as loading models.
+PHASE_OF_ROLE = {
+    "High Noise Sampler": "sampling_high",
+    "Low Noise Sampler": "sampling_low",
+    "Decode": "decoding",
+    "Create Video": "encoding",
+    "Save Video": "encoding",
+}
+
+
 @dataclass(frozen=True)
 class I2VParams:
     """Every value a job sets in the graph, already validated and resolved."""
@@ -71,6 +81,10 @@ class Workflow:
 
     def inputs(self, graph: Graph, role: str) -> dict[str, Any]:
         return graph[self.roles[role]]["inputs"]
+
+    def phases(self) -> dict[str, str]:
+        """node id -> progress phase, for the nodes that start a new phase."""
+        return {self.roles[role]: phase for role, phase in PHASE_OF_ROLE.items()}
 
     @property
     def default_negative_prompt(self) -> str:
