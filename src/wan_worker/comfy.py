@@ -295,7 +295,9 @@ class _Follow:
             self._check_quiet_comfy()
             return None
         except (OSError, websocket.WebSocketException) as exc:
-            return self._reconnect(exc)
+            return self._reconnect(type(exc).__name__)
+        if not message:  # a close frame: the server ended the connection
+            return self._reconnect("closed by ComfyUI")
         self.last_heard = time.monotonic()
         if isinstance(message, bytes):
             return None
@@ -310,10 +312,11 @@ class _Follow:
         if self.unanswered >= HEALTH_FAILURES:
             raise _unavailable("it stopped answering in the middle of the job", prompt_id=self.prompt_id)
 
-    def _reconnect(self, exc: BaseException) -> Event | None:
+    def _reconnect(self, why: str) -> Event | None:
         """The socket dropped: open a new one, then learn from /history whether we missed the end."""
         settings = self.client.settings
-        log.warning("websocket closed mid-job (%s); reconnecting", type(exc).__name__)
+        self.ws.close()
+        log.warning("websocket closed mid-job (%s); reconnecting", why)
         for attempt in range(1, settings.websocket_reconnect_attempts + 1):
             self.client.check_process()
             time.sleep(min(settings.websocket_reconnect_delay_s, max(0.0, self.deadline - time.monotonic())))
