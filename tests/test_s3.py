@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from s3server import S3Server, closed_port, s3_server
+from tests.s3server import S3Server, closed_port, s3_server
 from wan_worker import s3
 from wan_worker.errors import UPLOAD_FAILED, WorkerError
 from wan_worker.settings import Settings, load_settings

@@ -2,7 +2,8 @@
 
 A 1-5 minute job should not look dead: each phase (loading models, high-noise sampling, low-noise
 sampling, decoding, encoding, uploading) and each sampler step becomes an update like
-`{"phase": "sampling_high", "step": 2, "steps": 4, "percent": 37}`, at most about one a second.
+`{"phase": "sampling_high", "step": 2, "steps": 4, "percent": 37}`: each phase change at once,
+step updates at most one a second.
 """
 from __future__ import annotations
 
@@ -46,21 +47,33 @@ class Progress:
         kind, data = event.get("type"), event.get("data") or {}
         if kind == "executing" and data.get("node") is not None:
             name = self.phases.get(str(data["node"]), self.default_phase)
-            if name != self.state.get("phase"):
+            if self._forward(name):
                 self.phase(name)
         elif kind == "progress" and data.get("max"):
             name = self.phases.get(str(data.get("node")), self.default_phase)
+            if name != self.state.get("phase") and not self._forward(name):
+                return
             step, steps = int(data["value"]), int(data["max"])
             low, high = BANDS.get(name, (0, 100))
             self._update({"phase": name, "step": step, "steps": steps,
                           "percent": round(low + (high - low) * step / steps)})
 
+    def _forward(self, name: str) -> bool:
+        """Phases only move forward: ComfyUI loads the low-noise model after high-noise sampling,
+        which must not send the job back to `loading_models` and 0 %."""
+        current = self.state.get("phase")
+        if current is None:
+            return True
+        return name != current and BANDS.get(name, (0, 0))[0] >= BANDS.get(current, (0, 0))[0]
+
     def _update(self, state: dict[str, Any]) -> None:
+        """Send a new phase at once (a job has six), a new step at most once per interval."""
         self.state = state
         now = self.clock()
-        if self.last_sent is not None and now - self.last_sent < self.interval_s:
-            return
         if state == self.sent_state:
+            return
+        new_phase = self.sent_state is None or state["phase"] != self.sent_state["phase"]
+        if not new_phase and self.last_sent is not None and now - self.last_sent < self.interval_s:
             return
         self.last_sent, self.sent_state = now, dict(state)
         try:
