@@ -1,6 +1,8 @@
 # wan-worker: code only (no models). Models live on a RunPod network volume.
 # Build:  docker build -t wan-worker .        Move ComfyUI: --build-arg COMFYUI_VERSION=0.3.65
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# A CUDA runtime base (no compilers). PyTorch's wheels carry their own cuDNN, so the -cudnn- variant
+# would only add a second copy.
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
 
 # --- stage 1: fetch ComfyUI at a pinned tag, and build our wheel (git and pip caches stay here)
 FROM python:3.12-slim AS build
