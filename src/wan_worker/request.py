@@ -11,7 +11,8 @@ import math
 import re
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import INVALID_INPUT, WorkerError
 
@@ -86,18 +87,12 @@ class I2VRequest(_Common):
             raise ValueError(f"must be 4n+1 frames (e.g. 49, 81, 121); {(v - 1) // 4 * 4 + 1} is the nearest below")
         return v
 
-    @field_validator("sampler")
+    @field_validator("sampler", "scheduler")
     @classmethod
-    def _known_sampler(cls, v: str) -> str:
-        if v not in SAMPLERS:
-            raise ValueError(f"is not a sampler ComfyUI knows; use one of {', '.join(SAMPLERS)}")
-        return v
-
-    @field_validator("scheduler")
-    @classmethod
-    def _known_scheduler(cls, v: str) -> str:
-        if v not in SCHEDULERS:
-            raise ValueError(f"is not a scheduler ComfyUI knows; use one of {', '.join(SCHEDULERS)}")
+    def _known_name(cls, v: str, info: ValidationInfo) -> str:
+        choices = SAMPLERS if info.field_name == "sampler" else SCHEDULERS
+        if v not in choices:
+            raise ValueError(f"is not a {info.field_name} ComfyUI knows; use one of {', '.join(choices)}")
         return v
 
     @model_validator(mode="after")
