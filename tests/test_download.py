@@ -20,7 +20,7 @@ from huggingface_hub import constants
 from wan_worker import download, models
 from wan_worker.models import MANIFEST
 
-from fakehub import FakeHub  # tests/ is on sys.path (pytest rootdir-relative import)
+from tests.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
 VAE = next(m for m in MANIFEST if m.folder == "vae")
