@@ -267,3 +267,23 @@ def test_dead_comfyui_process_fails_at_once(worker_env, monkeypatch, tmp_path):
     result = handler(job())
     assert result["error_code"] == "COMFY_UNAVAILABLE" and "exited" in result["error"]
     assert time.monotonic() - t0 < 2
+
+
+def test_identical_jobs_twice_both_get_their_outputs(worker_env, fake):
+    """ComfyUI serves an identical graph from its cache and reports the earlier run's files, which
+    the worker already delivered and deleted; each run's own output folder makes the save nodes
+    write again."""
+    images = [{"name": "first.png", "image": png_b64()}, {"name": "second.jpg", "image": png_b64()}]
+    wf_job = {"id": "same", "input": {"workflow": two_image_workflow(), "images": images}}
+    i2v_job = job(seed=3)
+    for _ in range(2):  # ComfyUI's cache holds the last prompt: the same job back to back
+        result = handler(wf_job)
+        assert "error" not in result, result
+        assert len(result["images"]) == 2
+    for _ in range(2):
+        result = handler(i2v_job)
+        assert base64.b64decode(result["video"]) == fake.mp4_bytes
+    cached = [m for _, m in fake.ws_messages if m["type"] == "execution_cached" and m["data"]["nodes"]]
+    assert len(cached) == 2  # the second run of each really was served from ComfyUI's cache
+    assert saved_files(fake.output_dir) == []
+    assert list(fake.output_dir.iterdir()) == []  # the runs' folders are gone too

@@ -22,6 +22,7 @@ import websocket
 from .errors import (
     COMFY_UNAVAILABLE,
     EXECUTION_FAILED,
+    NO_OUTPUT,
     OUT_OF_MEMORY,
     TIMEOUT,
     WORKFLOW_REJECTED,
@@ -179,7 +180,12 @@ class ComfyClient:
         if local is not None:
             return local
         params = {"filename": out.filename, "subfolder": out.subfolder, "type": out.type}
-        resp = self._ok(self._request("GET", "/view", params=params, stream=True), f"fetching {out.filename}")
+        resp = self._request("GET", "/view", params=params, stream=True)
+        if resp.status_code == 404:
+            raise WorkerError(NO_OUTPUT, f"ComfyUI reported the output {out.filename} but it is not in its "
+                                         "output folder any more; send the job again.",
+                              {"filename": out.filename, "subfolder": out.subfolder})
+        self._ok(resp, f"fetching {out.filename}")
         dest = dest_dir / f"{out.node_id}_{out.type}_{Path(out.filename).name}"
         with resp, dest.open("wb") as fh:
             for chunk in resp.iter_content(1024 * 1024):
@@ -201,6 +207,17 @@ class ComfyClient:
             path = self.local_path(out)
             if path is not None:
                 path.unlink(missing_ok=True)
+                self._remove_empty_parents(path.parent, (Path(self.settings.comfy_dir) / out.type).resolve())
+
+    @staticmethod
+    def _remove_empty_parents(folder: Path, base: Path) -> None:
+        """Remove the run's now-empty subfolders, never ComfyUI's own input/ or output/."""
+        while folder != base and folder.is_relative_to(base):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or already gone
+                return
+            folder = folder.parent
 
     def interrupt(self, prompt_id: str) -> None:
         """Stop our prompt whether it is running or still waiting in the queue; best effort."""

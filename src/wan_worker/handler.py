@@ -22,12 +22,13 @@ from .models import check_volume
 from .progress import Progress
 from .request import I2VRequest, WorkflowRequest, parse_input, resolve_size
 from .settings import Settings, load_settings
-from .workflow import I2VParams, Workflow, build_i2v, load_workflow
+from .workflow import I2VParams, Workflow, build_i2v, isolate_outputs, load_workflow
 
 log = logging.getLogger("wan_worker")
 
 # After these, ComfyUI may be dead or its GPU memory fragmented: ask RunPod for a fresh worker.
 REFRESH_AFTER = {COMFY_UNAVAILABLE, OUT_OF_MEMORY}
+OUTPUT_FOLDER = "wan-worker"  # under ComfyUI's output/: one folder per run, removed after delivery
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ class Job:
     inputs: list[str] = field(default_factory=list)  # names uploaded to ComfyUI's input folder
     queued: bool = False
 
+    @property
+    def output_folder(self) -> str:
+        """The run's own folder under ComfyUI's output/ (see workflow.isolate_outputs)."""
+        return f"{OUTPUT_FOLDER}/{self.run.prompt_id}"
+
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     j = Job(raw=job, id=safe_id(job.get("id")))
@@ -117,7 +123,7 @@ def run_i2v(w: Worker, j: Job, req: I2VRequest) -> dict[str, Any]:
             volume.raise_for_problems()
     with j.timings.phase("image"):
         image = load_image(req.image, w.settings)
-    params = i2v_params(j.id, req, image.width, image.height)
+    params = i2v_params(j, req, image.width, image.height)
     log.info("I2V %dx%d, %d frames at %g fps, %d steps, seed %d, prompt %r (%d chars)", params.width,
              params.height, params.length, params.fps, params.steps, params.seed, req.prompt[:40], len(req.prompt))
     if req.dry_run:
@@ -148,7 +154,7 @@ def run_workflow(w: Worker, j: Job, req: WorkflowRequest) -> dict[str, Any]:
         return dry_run_result(req.workflow, j.timings, checks)
     progress = Progress(progress_sender(w, j.raw), default_phase="running")
     upload(w, j, [(name, image.png) for name, image in images])
-    run_prompt(w, j, req.workflow, progress)
+    run_prompt(w, j, isolate_outputs(req.workflow, j.output_folder), progress)
     if not j.run.outputs:
         raise WorkerError(NO_OUTPUT, "ComfyUI finished but the workflow saved no image or video; add a "
                                      "SaveImage or SaveVideo node.", {"prompt_id": j.run.prompt_id})
@@ -195,15 +201,15 @@ def progress_sender(w: Worker, job: dict[str, Any]) -> Callable[[dict[str, Any]]
     return lambda update: log.debug("progress %s", update)
 
 
-def i2v_params(job_id: str, req: I2VRequest, image_w: int, image_h: int) -> I2VParams:
+def i2v_params(j: Job, req: I2VRequest, image_w: int, image_h: int) -> I2VParams:
     width, height = resolve_size(req, image_w, image_h)
     return I2VParams(
-        image_name=f"wan_{job_id}.png", prompt=req.prompt, negative_prompt=req.negative_prompt,
+        image_name=f"wan_{j.id}.png", prompt=req.prompt, negative_prompt=req.negative_prompt,
         seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
         width=width, height=height, length=req.length, fps=req.fps, steps=req.steps,  # type: ignore[arg-type]
         cfg=req.cfg, shift=req.shift, lora_strength=req.effective_lora_strength,  # type: ignore[arg-type]
         switch_step=req.switch_step, sampler=req.sampler, scheduler=req.scheduler,  # type: ignore[arg-type]
-        filename_prefix=f"video/wan_{job_id}",
+        filename_prefix=f"{j.output_folder}/wan_{j.id}",
     )
 
 

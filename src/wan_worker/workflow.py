@@ -159,3 +159,18 @@ def build_i2v(wf: Workflow, p: I2VParams) -> Graph:
         )
     wf.inputs(g, "Save Video")["filename_prefix"] = p.filename_prefix
     return g
+
+
+def isolate_outputs(graph: Graph, folder: str) -> Graph:
+    """A copy whose save nodes write under `folder/` (a folder of the run's own).
+
+    ComfyUI serves an identical graph from its cache and reports the files of the earlier run,
+    which the worker has already delivered and deleted. A per-run folder changes the save nodes'
+    inputs, so they run again and write new files, while everything upstream stays cached.
+    """
+    g = copy.deepcopy(graph)
+    for node in g.values():
+        prefix = node.get("inputs", {}).get("filename_prefix")
+        if isinstance(prefix, str):
+            node["inputs"]["filename_prefix"] = f"{folder}/{prefix.lstrip('/')}"
+    return g
