@@ -72,18 +72,35 @@ class Run:
 
 
 def _pid_alive(pid_file: str) -> tuple[bool, int | None]:
-    """(alive, pid) of the process in the PID file; no file means nothing to judge by."""
+    """(alive, pid) of the process in the PID file; no file means nothing to judge by.
+
+    In the container ComfyUI is a child of this process (entrypoint.sh execs the worker), so when
+    it exits it lingers as a zombie that `kill -0` still finds: reap it, and count zombies as dead.
+    """
     try:
         pid = int(Path(pid_file).read_text().strip())
     except (OSError, ValueError):
         return True, None
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False, pid
+    except ChildProcessError:  # not our child: judge by the process table
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False, pid
     except PermissionError:
         pass
-    return True, pid
+    return not _is_zombie(pid), pid
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def _unavailable(why: str, **details: Any) -> WorkerError:
