@@ -15,20 +15,32 @@ COMFY_ARGS="${COMFY_ARGS:-}"
 
 log() { echo "[entrypoint] $*"; }
 
+step_pid=""
 comfy_pid=""
 stop() {
   log "stopping"
-  if [[ -n "$comfy_pid" ]]; then kill -TERM "$comfy_pid" 2>/dev/null || true; fi
+  for pid in "$step_pid" "$comfy_pid"; do
+    if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
+  done
   exit 0
 }
 trap stop TERM INT
 
+# Runs a start-up step in the background and waits, so a SIGTERM is handled at once (a download
+# can take many minutes) rather than when the step ends.
+step() {
+  "$@" &
+  step_pid=$!
+  wait "$step_pid"
+}
+
 # 1. The model volume: report it; missing models do not stop the worker (jobs get the clear error).
 if [[ "${AUTO_DOWNLOAD_MODELS:-false}" == "true" ]]; then
   log "AUTO_DOWNLOAD_MODELS=true: fetching any missing model files"
-  "$WORKER_PYTHON" -m wan_worker.download || log "model download failed; jobs will say what is missing"
+  step "$WORKER_PYTHON" -m wan_worker.download || log "model download failed; jobs will say what is missing"
 fi
-"$WORKER_PYTHON" -m wan_worker.models || log "the model volume is not complete; I2V jobs will fail with MODELS_MISSING or MODEL_DAMAGED until it is"
+step "$WORKER_PYTHON" -m wan_worker.models || log "the model volume is not complete; I2V jobs will fail with MODELS_MISSING or MODEL_DAMAGED until it is"
+step_pid=""
 
 # 2. ComfyUI on loopback only, its log lines prefixed. With setpriv it gets SIGTERM when the
 #    worker (this process after exec) exits, so stopping the container's main process stops both.

@@ -431,3 +431,21 @@ def test_serve_api_locally_serves_on_all_interfaces_port_8000(entrypoint, volume
     run.wait_api()
     body = run.runsync(i2v_input(dry_run=True))
     assert body["status"] == "COMPLETED", body
+
+
+def test_sigterm_during_a_hanging_download_stops_at_once(entrypoint, empty_volume: Path):
+    """A download can take many minutes: stopping the container must not wait for it."""
+    with socket.socket() as silent_hub:  # accepts connections (backlog) but never answers
+        silent_hub.bind(("127.0.0.1", 0))
+        silent_hub.listen(8)
+        run = entrypoint(env={"AUTO_DOWNLOAD_MODELS": "true",
+                              "HF_ENDPOINT": f"http://127.0.0.1:{silent_hub.getsockname()[1]}"})
+        run.wait_log("fetching any missing model files")
+        time.sleep(0.5)  # the download is now waiting on the hub
+        t0 = time.monotonic()
+        os.kill(run.proc.pid, signal.SIGTERM)
+        run.proc.wait(timeout=5)
+        assert time.monotonic() - t0 < 3
+        assert "[entrypoint] stopping" in run.log()
+        wait_for("the download to exit", lambda: not _group_members(run.proc.pid), timeout=5)
+        assert not run.pid_file.exists()  # ComfyUI was never started
