@@ -287,3 +287,12 @@ def test_identical_jobs_twice_both_get_their_outputs(worker_env, fake):
     assert len(cached) == 2  # the second run of each really was served from ComfyUI's cache
     assert saved_files(fake.output_dir) == []
     assert list(fake.output_dir.iterdir()) == []  # the runs' folders are gone too
+
+
+def test_outputs_come_over_http_when_comfyuis_folder_is_not_shared(worker_env, fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("COMFY_DIR", str(tmp_path / "elsewhere"))
+    from wan_worker import handler as h
+    h.worker.cache_clear()
+    result = handler(job(seed=9))
+    assert base64.b64decode(result["video"]) == fake.mp4_bytes
+    assert any(r.path == "/view" for r in fake.requests)
