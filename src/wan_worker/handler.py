@@ -130,18 +130,18 @@ def run_i2v(w: Worker, j: Job, req: I2VRequest) -> dict[str, Any]:
         checks = {"image": {"width": image.width, "height": image.height, "format": image.format},
                   "models": volume.to_dict()}
         return dry_run_result(build_i2v(w.workflow, params), j.timings, checks, **video_fields(params))
-    progress = Progress(progress_sender(w, j.raw), phases=w.workflow.phases())
-    progress.phase("loading_models")
-    uploaded = upload(w, j, [(params.image_name, image.png)])[0]
-    run_prompt(w, j, build_i2v(w.workflow, replace(params, image_name=uploaded)), progress)
-    video = next((o for o in j.run.outputs if o.is_video), None)
-    if video is None:
-        raise WorkerError(NO_OUTPUT, "ComfyUI finished but saved no video; check that the workflow's "
-                                     "Save Video node is connected.", {"prompt_id": j.run.prompt_id})
-    progress.phase("uploading")
-    with j.timings.phase("deliver"), tempfile.TemporaryDirectory() as tmp:
-        result = delivery.deliver_video(w.comfy.fetch(video, Path(tmp)), video.filename, j.id, req.output,
-                                        w.settings)
+    with Progress(progress_sender(w, j.raw), phases=w.workflow.phases()) as progress:
+        progress.phase("loading_models")
+        uploaded = upload(w, j, [(params.image_name, image.png)])[0]
+        run_prompt(w, j, build_i2v(w.workflow, replace(params, image_name=uploaded)), progress)
+        video = next((o for o in j.run.outputs if o.is_video), None)
+        if video is None:
+            raise WorkerError(NO_OUTPUT, "ComfyUI finished but saved no video; check that the workflow's "
+                                         "Save Video node is connected.", {"prompt_id": j.run.prompt_id})
+        progress.phase("uploading")
+        with j.timings.phase("deliver"), tempfile.TemporaryDirectory() as tmp:
+            result = delivery.deliver_video(w.comfy.fetch(video, Path(tmp)), video.filename, j.id,
+                                            req.output, w.settings)
     return {**result, **video_fields(params), "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
 
 
@@ -152,16 +152,16 @@ def run_workflow(w: Worker, j: Job, req: WorkflowRequest) -> dict[str, Any]:
     if req.dry_run:
         checks = {"images": [{"name": name, "width": im.width, "height": im.height} for name, im in images]}
         return dry_run_result(req.workflow, j.timings, checks)
-    progress = Progress(progress_sender(w, j.raw), default_phase="running")
-    upload(w, j, [(name, image.png) for name, image in images])
-    run_prompt(w, j, isolate_outputs(req.workflow, j.output_folder), progress)
-    if not j.run.outputs:
-        raise WorkerError(NO_OUTPUT, "ComfyUI finished but the workflow saved no image or video; add a "
-                                     "SaveImage or SaveVideo node.", {"prompt_id": j.run.prompt_id})
-    progress.phase("uploading")
-    with j.timings.phase("deliver"), tempfile.TemporaryDirectory() as tmp:
-        files = [(w.comfy.fetch(o, Path(tmp)), o.filename) for o in j.run.outputs]
-        images_out = delivery.deliver_files(files, j.id, req.output, w.settings)
+    with Progress(progress_sender(w, j.raw), default_phase="running") as progress:
+        upload(w, j, [(name, image.png) for name, image in images])
+        run_prompt(w, j, isolate_outputs(req.workflow, j.output_folder), progress)
+        if not j.run.outputs:
+            raise WorkerError(NO_OUTPUT, "ComfyUI finished but the workflow saved no image or video; add "
+                                         "a SaveImage or SaveVideo node.", {"prompt_id": j.run.prompt_id})
+        progress.phase("uploading")
+        with j.timings.phase("deliver"), tempfile.TemporaryDirectory() as tmp:
+            files = [(w.comfy.fetch(o, Path(tmp)), o.filename) for o in j.run.outputs]
+            images_out = delivery.deliver_files(files, j.id, req.output, w.settings)
     return {"images": images_out, "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
 
 

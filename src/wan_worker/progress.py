@@ -2,18 +2,22 @@
 
 A 1-5 minute job should not look dead: each phase (loading models, high-noise sampling, low-noise
 sampling, decoding, encoding, uploading) and each sampler step becomes an update like
-`{"phase": "sampling_high", "step": 2, "steps": 4, "percent": 37}`: each phase change at once,
-step updates at most one a second.
+`{"phase": "sampling_high", "step": 2, "steps": 4, "percent": 37}`. Updates go out at most once a
+second, and the newest state always goes out within that second (a timer sends what an early
+event left pending), so a long first step never shows the previous phase. The spacing also keeps
+updates in order: the SDK sends each one from a thread of its own.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], None]
+Schedule = Callable[[float, Callable[[], None]], Callable[[], None]]  # (delay, fn) -> cancel
 
 # Where each phase sits on the 0-100 scale of a whole I2V job; sampling takes most of the time.
 BANDS = {
@@ -27,18 +31,37 @@ BANDS = {
 INTERVAL_S = 1.0
 
 
+def _timer(delay: float, fn: Callable[[], None]) -> Callable[[], None]:
+    t = threading.Timer(delay, fn)
+    t.daemon = True
+    t.start()
+    return t.cancel
+
+
 class Progress:
     """Turns events into throttled updates. `phases` maps node ids to phase names; nodes not in it
-    count as `default_phase`."""
+    count as `default_phase`. Use as a context manager: leaving it drops any pending update."""
 
     def __init__(self, send: Send, phases: dict[str, str] | None = None,
                  default_phase: str = "loading_models", interval_s: float = INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, schedule: Schedule = _timer) -> None:
         self.send, self.phases, self.default_phase = send, phases or {}, default_phase
-        self.interval_s, self.clock = interval_s, clock
+        self.interval_s, self.clock, self.schedule = interval_s, clock, schedule
         self.state: dict[str, Any] = {}
-        self.last_sent: float | None = None
         self.sent_state: dict[str, Any] | None = None
+        self.last_sent: float | None = None
+        self.cancel_pending: Callable[[], None] | None = None
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.closed = True
+            if self.cancel_pending:
+                self.cancel_pending()
 
     def phase(self, name: str) -> None:
         self._update({"phase": name, "percent": BANDS.get(name, (0, 0))[0]})
@@ -67,16 +90,25 @@ class Progress:
         return name != current and BANDS.get(name, (0, 0))[0] >= BANDS.get(current, (0, 0))[0]
 
     def _update(self, state: dict[str, Any]) -> None:
-        """Send a new phase at once (a job has six), a new step at most once per interval."""
-        self.state = state
-        now = self.clock()
-        if state == self.sent_state:
-            return
-        new_phase = self.sent_state is None or state["phase"] != self.sent_state["phase"]
-        if not new_phase and self.last_sent is not None and now - self.last_sent < self.interval_s:
-            return
-        self.last_sent, self.sent_state = now, dict(state)
+        with self.lock:
+            self.state = state
+            if self.closed or self.cancel_pending or state == self.sent_state:
+                return  # a pending timer will send the newest state
+            wait = 0.0 if self.last_sent is None else self.interval_s - (self.clock() - self.last_sent)
+            if wait > 0:
+                self.cancel_pending = self.schedule(wait, self._flush)
+                return
+            self._send_locked()
+
+    def _flush(self) -> None:
+        with self.lock:
+            self.cancel_pending = None
+            if not self.closed and self.state != self.sent_state:
+                self._send_locked()
+
+    def _send_locked(self) -> None:
+        self.last_sent, self.sent_state = self.clock(), dict(self.state)
         try:
-            self.send(dict(state))
+            self.send(dict(self.state))
         except Exception:  # noqa: BLE001 - a lost progress update must never fail the job
             log.warning("progress update failed", exc_info=True)
