@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import struct
 from pathlib import Path
 
@@ -32,14 +33,9 @@ def png_b64(width: int = 96, height: int = 54, color=(200, 80, 40), fmt: str = "
     return base64.b64encode(buf.getvalue()).decode()
 
 
-@pytest.fixture
-def volume(tmp_path: Path) -> Path:
-    """A models folder holding all six files, and the extra_model_paths.yaml that points at it."""
-    root = tmp_path / "volume" / "models"
-    for m in MANIFEST:
-        write_safetensors(root / m.folder / m.name)
-    yaml = tmp_path / "extra_model_paths.yaml"
-    yaml.write_text(
+def model_paths_yaml(path: Path, root: Path) -> Path:
+    """An extra_model_paths.yaml with one layout: `root/<folder>` for the four model folders."""
+    path.write_text(
         "test_volume:\n"
         f"  base_path: {root}\n"
         "  is_default: true\n"
@@ -48,6 +44,22 @@ def volume(tmp_path: Path) -> Path:
         "  text_encoders: text_encoders\n"
         "  vae: vae\n"
     )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Path:
+    """A models folder holding all six files, and the extra_model_paths.yaml that points at it."""
+    root = tmp_path / "volume" / "models"
+    for m in MANIFEST:
+        write_safetensors(root / m.folder / m.name)
+    model_paths_yaml(tmp_path / "extra_model_paths.yaml", root)
     return root
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import png_b64
+from tests.conftest import free_port, png_b64
 from tests.test_handler import two_image_workflow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,12 +45,6 @@ def test_repo_test_input_json_is_a_dry_run_that_passes_without_comfyui_or_models
     proc = run_worker([], env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((REPO / "test_input.json").read_text())["input"]["dry_run"] is True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

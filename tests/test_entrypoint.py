@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
-from tests.conftest import png_b64, write_safetensors
+from tests.conftest import free_port, model_paths_yaml, png_b64, write_safetensors
 from tests.fakehub import FakeHub
 from tests.test_handler import two_image_workflow
 from wan_worker.models import MANIFEST
@@ -35,12 +35,6 @@ STAND_IN_MAIN = REPO / "tests" / "fakecomfy" / "main.py"
 SUCCESS_MP4 = REPO / "tests" / "fixtures" / "success.mp4"
 COMFY_FLAGS = ["--disable-auto-launch", "--disable-metadata", "--disable-api-nodes"]
 START_S = 20  # bound on any single wait; a healthy start takes ~2 s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = START_S,
@@ -122,19 +116,6 @@ def stand_in_comfy(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(STAND_IN_MAIN, folder / "main.py")
     return folder
-
-
-def model_paths_yaml(path: Path, root: Path) -> Path:
-    path.write_text(
-        "test_volume:\n"
-        f"  base_path: {root}\n"
-        "  is_default: true\n"
-        "  diffusion_models: diffusion_models\n"
-        "  loras: loras\n"
-        "  text_encoders: text_encoders\n"
-        "  vae: vae\n"
-    )
-    return path
 
 
 @pytest.fixture

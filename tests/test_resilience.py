@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import png_b64
-from tests.test_cli import REPO, free_port
+from tests.conftest import free_port, png_b64
+from tests.test_cli import REPO
 from wan_worker import comfy
 from wan_worker.handler import handler
 
