@@ -17,7 +17,7 @@ import runpod
 from . import delivery, logs
 from .comfy import ComfyClient, Run
 from .errors import COMFY_UNAVAILABLE, INTERNAL_ERROR, NO_OUTPUT, OUT_OF_MEMORY, WorkerError
-from .images import load_image
+from .images import PreparedImage, load_image
 from .models import check_volume
 from .progress import Progress
 from .request import I2VRequest, WorkflowRequest, parse_input, resolve_size
@@ -123,7 +123,7 @@ def run_i2v(w: Worker, j: Job, req: I2VRequest) -> dict[str, Any]:
             volume.raise_for_problems()
     with j.timings.phase("image"):
         image = load_image(req.image, w.settings)
-    params = i2v_params(j, req, image.width, image.height)
+    params = i2v_params(j, req, image)
     log.info("I2V %dx%d, %d frames at %g fps, %d steps, seed %d, prompt %r (%d chars)", params.width,
              params.height, params.length, params.fps, params.steps, params.seed, req.prompt[:40], len(req.prompt))
     if req.dry_run:
@@ -132,7 +132,7 @@ def run_i2v(w: Worker, j: Job, req: I2VRequest) -> dict[str, Any]:
         return dry_run_result(build_i2v(w.workflow, params), j.timings, checks, **video_fields(params))
     with Progress(progress_sender(w, j.raw), phases=w.workflow.phases()) as progress:
         progress.phase("loading_models")
-        uploaded = upload(w, j, [(params.image_name, image.png)])[0]
+        uploaded = upload(w, j, [(params.image_name, image)])[0]
         run_prompt(w, j, build_i2v(w.workflow, replace(params, image_name=uploaded)), progress)
         video = next((o for o in j.run.outputs if o.is_video), None)
         if video is None:
@@ -153,7 +153,7 @@ def run_workflow(w: Worker, j: Job, req: WorkflowRequest) -> dict[str, Any]:
         checks = {"images": [{"name": name, "width": im.width, "height": im.height} for name, im in images]}
         return dry_run_result(req.workflow, j.timings, checks)
     with Progress(progress_sender(w, j.raw), default_phase="running") as progress:
-        upload(w, j, [(name, image.png) for name, image in images])
+        upload(w, j, images)
         run_prompt(w, j, isolate_outputs(req.workflow, j.output_folder), progress)
         if not j.run.outputs:
             raise WorkerError(NO_OUTPUT, "ComfyUI finished but the workflow saved no image or video; add "
@@ -165,11 +165,11 @@ def run_workflow(w: Worker, j: Job, req: WorkflowRequest) -> dict[str, Any]:
     return {"images": images_out, "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
 
 
-def upload(w: Worker, j: Job, images: list[tuple[str, bytes]]) -> list[str]:
+def upload(w: Worker, j: Job, images: list[tuple[str, PreparedImage]]) -> list[str]:
     w.comfy.wait_until_ready()
     j.queued = True  # from here on, ComfyUI's folders may hold files of this job
     with j.timings.phase("upload"):
-        names = [w.comfy.upload_image(name, png) for name, png in images]
+        names = [w.comfy.upload_image(name, image.data, image.mime_type) for name, image in images]
     j.inputs.extend(names)
     return names
 
@@ -201,10 +201,10 @@ def progress_sender(w: Worker, job: dict[str, Any]) -> Callable[[dict[str, Any]]
     return lambda update: log.debug("progress %s", update)
 
 
-def i2v_params(j: Job, req: I2VRequest, image_w: int, image_h: int) -> I2VParams:
-    width, height = resolve_size(req, image_w, image_h)
+def i2v_params(j: Job, req: I2VRequest, image: PreparedImage) -> I2VParams:
+    width, height = resolve_size(req, image.width, image.height)
     return I2VParams(
-        image_name=f"wan_{j.id}.png", prompt=req.prompt, negative_prompt=req.negative_prompt,
+        image_name=f"wan_{j.id}.{image.extension}", prompt=req.prompt, negative_prompt=req.negative_prompt,
         seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
         width=width, height=height, length=req.length, fps=req.fps, steps=req.steps,  # type: ignore[arg-type]
         cfg=req.cfg, shift=req.shift, lora_strength=req.effective_lora_strength,  # type: ignore[arg-type]
