@@ -20,6 +20,12 @@ dry-run: $(STAMP)
 	EXTRA_MODEL_PATHS=$(CURDIR)/extra_model_paths.yaml RUNPOD_SKIP_AUTO_SYSTEM_CHECKS=true \
 		$(PY) -m wan_worker
 
+# The worker's cost per job against the budgets of DESIGN.md (docs/performance.md); a benchmark,
+# not a test: CI does not run it. `make bench BENCH_ARGS=--quick` for a smoke run.
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
 # shellcheck on every shell script, hadolint on the Dockerfile (both from PyPI, in .venv).
 lint: $(STAMP)
 	$(VENV)/bin/shellcheck entrypoint.sh scripts/*.sh .ci/run
