@@ -5,7 +5,10 @@ exits 0/1; `--rp_serve_api` serves RunPod's local test API instead.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import signal
+from pathlib import Path
 
 from . import logs
 from .errors import WorkerError
@@ -23,7 +26,20 @@ def _log_level() -> str:
         return "INFO"  # the handler reports the bad setting to every job
 
 
+def _stop_comfyui_child() -> None:
+    """entrypoint.sh execs the worker, so ComfyUI is this process's child: stop it when the worker
+    exits. (setpriv's parent-death signal covers a worker that is killed outright.)"""
+    try:
+        pid = int(Path(load_settings().comfy_pid_file).read_text().strip())
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid():
+            os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, IndexError, WorkerError):
+        pass  # no ComfyUI of ours to stop
+
+
 def main() -> None:
+    atexit.register(_stop_comfyui_child)
     level = _log_level()
     os.environ.setdefault("RUNPOD_LOG_LEVEL", _SDK_LEVELS.get(level, "INFO"))
     import runpod
