@@ -12,35 +12,32 @@ from pathlib import Path
 
 from . import logs
 from .errors import WorkerError
-from .settings import load_settings
+from .settings import Settings, load_settings
 
 # The SDK logs whole job inputs and outputs (base64 images and videos) at DEBUG, its default.
 # Keep it at INFO or quieter; our own logger follows LOG_LEVEL. Set before runpod is imported.
 _SDK_LEVELS = {"WARNING": "WARN", "WARN": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 
 
-def _log_level() -> str:
-    try:
-        return load_settings().log_level.upper()
-    except WorkerError:
-        return "INFO"  # the handler reports the bad setting to every job
-
-
-def _stop_comfyui_child() -> None:
+def _stop_comfyui_child(pid_file: str) -> None:
     """entrypoint.sh execs the worker, so ComfyUI is this process's child: stop it when the worker
     exits. (setpriv's parent-death signal covers a worker that is killed outright.)"""
     try:
-        pid = int(Path(load_settings().comfy_pid_file).read_text().strip())
+        pid = int(Path(pid_file).read_text().strip())
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         if parent == os.getpid():
             os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError, IndexError, WorkerError):
+    except (OSError, ValueError, IndexError):
         pass  # no ComfyUI of ours to stop
 
 
 def main() -> None:
-    atexit.register(_stop_comfyui_child)
-    level = _log_level()
+    try:
+        settings: Settings | None = load_settings()
+    except WorkerError:
+        settings = None  # the handler reports the bad setting to every job
+    level = settings.log_level.upper() if settings else "INFO"
+    atexit.register(_stop_comfyui_child, settings.comfy_pid_file if settings else Settings().comfy_pid_file)
     os.environ.setdefault("RUNPOD_LOG_LEVEL", _SDK_LEVELS.get(level, "INFO"))
     import runpod
 
