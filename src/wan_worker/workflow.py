@@ -76,9 +76,6 @@ class Workflow:
     roles: dict[str, str]  # role -> node id
     path: str
 
-    def node(self, graph: Graph, role: str) -> dict[str, Any]:
-        return graph[self.roles[role]]
-
     def inputs(self, graph: Graph, role: str) -> dict[str, Any]:
         return graph[self.roles[role]]["inputs"]
 
