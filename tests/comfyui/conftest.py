@@ -35,8 +35,10 @@ START_TIMEOUT_S = 180
 # The same text for every job: the real ComfyUI caches its encodings between prompts.
 PROMPT = "a cat turns its head and blinks slowly in the warm light"
 NEGATIVE = "bright colors, overexposed, static, blurred details, subtitles, low quality"
-# Flags as entrypoint.sh passes them, plus --cpu (no GPU here).
-COMFY_FLAGS = ["--disable-auto-launch", "--disable-metadata", "--disable-api-nodes", "--cpu"]
+# Flags as entrypoint.sh passes them, plus --cpu (no GPU here) and an LRU cache: ComfyUI's default
+# cache drops every node result the latest prompt did not use, so a workflow-mode test between two
+# I2V tests would cost the next one a cold text encode (a minute or more on 2 cores).
+COMFY_FLAGS = ["--disable-auto-launch", "--disable-metadata", "--disable-api-nodes", "--cpu", "--cache-lru", "64"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
