@@ -294,6 +294,8 @@ class _StderrHandler(logging.Handler):
 def setup_logging(verbose: bool) -> None:
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("wan-video: %(message)s"))
+    for old in [h for h in log.handlers if isinstance(h, _StderrHandler)]:
+        log.removeHandler(old)  # main() may run more than once in a process
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False

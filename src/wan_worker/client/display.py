@@ -7,6 +7,7 @@ the state changes, so a log stays short and readable.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -72,6 +73,16 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _width(stream: IO[str]) -> dict[str, Any]:
+    """Follow the terminal's width, unless it reports none (a bare pty, some CI runners): there a
+    zero-column bar would print nothing, so use 100 columns."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        columns = 0
+    return {"dynamic_ncols": True} if columns > 0 else {"ncols": 100}
+
+
 def is_terminal(stream: IO[str]) -> bool:
     try:
         return stream.isatty()
@@ -103,7 +114,7 @@ class JobDisplay:
         if self.use_bar:
             from tqdm import tqdm  # lazy: only a terminal needs it
 
-            self._bar = tqdm(total=100, file=self.stream, leave=True, dynamic_ncols=True,
+            self._bar = tqdm(total=100, file=self.stream, leave=True, **_width(self.stream),
                              desc=self.label or "wan-video",
                              bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
             self._start_ticker()
@@ -178,7 +189,7 @@ class ByteDisplay:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
-                             file=self.stream, leave=True, dynamic_ncols=True)
+                             file=self.stream, leave=True, **_width(self.stream))
 
     def add(self, n: int) -> None:
         self.done += n
