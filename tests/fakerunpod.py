@@ -6,8 +6,8 @@ It answers as RunPod documents its queue endpoints:
   latest progress update as `output`; when COMPLETED `output`, `delayTime`, `executionTime`,
   `workerId`; when FAILED `error` at the top level and the rest of the worker's result as `output`
 - `POST /v2/<id>/cancel/<job>` -> `{"id", "status": "CANCELLED"}` (the job stays cancelled)
-- `GET|POST /v2/<id>/stream/<job>` -> `{"status", "stream": [{"output": ...}]}` (a worker that is not
-  a generator streams nothing until it ends)
+- `GET|POST /v2/<id>/stream/<job>` -> `{"status", "stream": [{"output": ...}]}`, each chunk handed
+  out once (a worker that is not a generator has one chunk, its result, when it ends)
 - `GET /v2/<id>/health`; `Authorization: Bearer <key>` checked on every route (401 otherwise);
   an unknown endpoint id or job is 404.
 Plus `GET /files/<name>`: plain file downloads without auth, standing in for a bucket URL.
@@ -115,6 +115,7 @@ class FakeJob:
     script: Script
     position: int = 0
     cancelled: bool = False
+    streamed: bool = False
 
     def current(self) -> dict[str, Any]:
         if self.cancelled:
@@ -229,7 +230,9 @@ class FakeRunPod:
                 return 200, {"id": job.id, **job.advance()}
             if action == "stream":
                 state = job.advance()
-                chunks = [{"output": state["output"]}] if state["status"] == "COMPLETED" else []
+                chunks = []
+                if state["status"] == "COMPLETED" and not job.streamed:  # each chunk is handed out once
+                    chunks, job.streamed = [{"output": state["output"]}], True
                 return 200, {"status": state["status"], "stream": chunks}
         return 405, {"error": "method not allowed"}
 

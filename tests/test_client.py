@@ -406,3 +406,21 @@ def test_console_script_is_installed():
     assert proc.returncode == 0 and "--endpoint" in proc.stdout
     for code in cli.EXIT_CODES:
         assert f"{code} " in proc.stdout
+
+
+def test_the_runpod_sdk_itself_works_against_the_stand_in(rp):
+    """The SDK was written against the real API; that it runs, streams and cancels against the
+    stand-in checks the stand-in's routes and bodies from the other side."""
+    import runpod
+
+    rp.script_for = lambda job_id, job_input: [worker_script(job_id, job_input)[i] for i in (0, 3, 4, -1)]
+    endpoint = runpod.Endpoint(ENDPOINT_ID, api_key=API_KEY)
+    assert endpoint.health()["workers"]["idle"] == 1
+    output = endpoint.run_sync({"prompt": "p", "seed": 5}, timeout=30)
+    assert output["seed"] == 5 and base64.b64decode(output["video"]) == MP4
+    job = endpoint.run({"input": {"prompt": "p"}})
+    assert job.status() == "IN_QUEUE"
+    streamed = list(job.stream())
+    assert [s["seed"] for s in streamed] == [42] and job.status() == "COMPLETED"
+    job = endpoint.run({"prompt": "q"})
+    assert job.cancel()["status"] == "CANCELLED" and job.status() == "CANCELLED"

@@ -92,3 +92,12 @@ def test_worker_start_up_does_not_import_the_client():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "wan_worker.client" not in proc.stdout
+
+
+def test_wait_limit_on_a_local_server_says_the_job_goes_on(api_server, fake, tmp_path, capsys):  # noqa: F811
+    image = write_png(tmp_path / "cat.png")
+    fake.delay_on(3.0, class_type="KSamplerAdvanced")
+    code = main([str(image), "p", "--url", api_server, "--wait", "0.5", *FAST])
+    err = capsys.readouterr().err
+    assert code == 5
+    assert "did not end within --wait 0.5 s" in err and "cannot cancel" in err

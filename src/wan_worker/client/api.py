@@ -33,6 +33,10 @@ class ApiError(Exception):
     """The endpoint could not be reached or refused the request; the message says what to do."""
 
 
+class WaitExpired(Exception):
+    """The client's own wait limit (--wait) ran out."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently a request is repeated after network trouble."""
@@ -96,6 +100,8 @@ def with_retries(call: Callable[[], T], what: str, policy: RetryPolicy,
             wait = policy.wait_s(attempt, _retry_after(exc.response))
         except (requests.ConnectionError, requests.Timeout) as exc:
             error, wait = exc, policy.wait_s(attempt)
+        except requests.RequestException as exc:  # a bad URL and the like: retrying cannot help
+            raise ApiError(f"{what}: {_reason(exc)} ({exc})") from None
         if attempt + 1 < policy.attempts:
             log.warning("%s: %s; retrying in %.1f s (%d/%d)", what, _reason(error), wait, attempt + 1,
                         policy.attempts - 1)
@@ -125,6 +131,7 @@ class Api(Protocol):
 
     label: str
     reports_progress: bool
+    policy: RetryPolicy
 
     def submit(self, job_input: dict[str, Any]) -> tuple[str, str]:
         """Send the job; its id and first status (IN_QUEUE on RunPod)."""
@@ -152,11 +159,12 @@ class LocalApi:
 
     reports_progress = False
 
-    def __init__(self, url: str, policy: RetryPolicy, session: requests.Session | None = None) -> None:
+    def __init__(self, url: str, policy: RetryPolicy, max_wait_s: float | None = None) -> None:
         self.url = url.rstrip("/")
         self.label = self.url
         self.policy = policy
-        self.session = session or requests.Session()
+        self.max_wait_s = max_wait_s
+        self.session = requests.Session()
 
     def submit(self, job_input: dict[str, Any]) -> tuple[str, str]:
         body = with_retries(lambda: _json(self.session.post(f"{self.url}/run", json={"input": job_input},
@@ -165,10 +173,15 @@ class LocalApi:
         return _job_id(body), str(body.get("status") or "IN_QUEUE")
 
     def status(self, job_id: str) -> dict[str, Any]:
-        # The job runs inside this request: no read timeout (the client's --wait bounds it).
-        return with_retries(lambda: _json(self.session.post(f"{self.url}/status/{job_id}",
-                                                            timeout=(10, None))),
-                            "asking for the job's status", self.policy)
+        """The job runs inside this request, so only --wait limits how long it may take; a timed-out
+        request is not repeated (the server is busy with the job until it ends)."""
+        def ask() -> dict[str, Any]:
+            try:
+                return _json(self.session.post(f"{self.url}/status/{job_id}", timeout=(10, self.max_wait_s)))
+            except requests.ReadTimeout:
+                raise WaitExpired(f"the job did not end within --wait {self.max_wait_s:g} s; "
+                                  + self.cancel(job_id)) from None
+        return with_retries(ask, "asking for the job's status", self.policy)
 
     def cancel(self, job_id: str) -> str:
         return "the local test server cannot cancel jobs; the worker finishes this one"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 import time
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .api import Api, ApiError
-from .cli import (EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, UsageError, api_policy, common_fields,
-                  image_value)
+from .cli import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, UsageError, common_fields, image_value
 from .display import JobDisplay
 from .results import SaveError, save_result, summary
 from .runner import Interrupted, WaitExpired, WaitOptions, run_job
+
+log = logging.getLogger("wan_worker.client")
 
 ENVELOPE_KEYS = {"input", "output", "last_frame", "name"}
 IMAGE_FIELDS = ("image", "end_image")
@@ -112,7 +114,7 @@ def run_one(job: BatchJob, make_api: Callable[[], Api], options: WaitOptions, st
         if not outcome.ok:
             return row("failed", f"{outcome.error_code or outcome.status}: {outcome.error}", summary(outcome, None))
         output = outcome.output if isinstance(outcome.output, dict) else {}
-        saved = save_result(output, job.video_path, job.last_frame_path, api_policy(api), quiet=True)
+        saved = save_result(output, job.video_path, job.last_frame_path, api.policy, quiet=True)
         shown = saved.paths.get("video") or (saved.images[0] if saved.images else None)
         detail = str(shown) if shown else ("dry run, nothing saved" if output.get("dry_run") else "no video")
         return row("ok" if shown or output.get("dry_run") else "error", detail, summary(outcome, saved))
@@ -122,6 +124,9 @@ def run_one(job: BatchJob, make_api: Callable[[], Api], options: WaitOptions, st
         return row("cancelled", str(exc))
     except (ApiError, SaveError) as exc:
         return row("error", str(exc))
+    except Exception as exc:  # noqa: BLE001 - one line's surprise must not cost the others their row
+        log.debug("job on line %d", job.line, exc_info=True)
+        return row("error", f"{type(exc).__name__}: {exc}")
 
 
 def run_batch(jobs: list[BatchJob], make_api: Callable[[], Api], options: WaitOptions, concurrency: int,

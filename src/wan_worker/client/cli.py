@@ -223,7 +223,9 @@ def make_api(args: argparse.Namespace) -> Api:
     if bool(args.endpoint) == bool(args.url):
         raise UsageError("say where to send the job: --endpoint ID (RunPod) or --url URL (local worker)")
     if args.url:
-        return LocalApi(args.url, policy)
+        if not args.url.startswith(("http://", "https://")):
+            raise UsageError(f"--url {args.url!r}: give a full URL, e.g. http://localhost:8000")
+        return LocalApi(args.url, policy, args.wait)
     key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
         raise UsageError(f"--endpoint needs an API key in {API_KEY_ENV}")
@@ -240,10 +242,11 @@ def _warn_if_large(api: Api, job_input: dict[str, Any]) -> None:
 # -- one job ---------------------------------------------------------------------------------
 
 def video_path(args: argparse.Namespace, output: Any, job_id: str) -> Path:
-    if args.output:
+    """-o PATH; or the worker's file name, in -o's folder (when -o is one) or the working folder."""
+    if args.output and not args.output.is_dir():
         return args.output
     name = output.get("filename") if isinstance(output, dict) else None
-    return Path(Path(str(name)).name if name else f"{job_id}.mp4")
+    return (args.output or Path(".")) / (Path(str(name)).name if name else f"{job_id}.mp4")
 
 
 def run_single(args: argparse.Namespace, api: Api) -> int:
@@ -260,7 +263,7 @@ def run_single(args: argparse.Namespace, api: Api) -> int:
         return EXIT_JOB_FAILED
     output = outcome.output if isinstance(outcome.output, dict) else {}
     saved = save_result(output, video_path(args, output, outcome.job_id), args.last_frame,
-                        api_policy(api), quiet=args.quiet)
+                        api.policy, quiet=args.quiet)
     if args.json:
         print(json.dumps(summary(outcome, saved), indent=2))
     else:
@@ -272,10 +275,6 @@ def run_single(args: argparse.Namespace, api: Api) -> int:
         print("the result holds no video to save", file=sys.stderr)
         return EXIT_SAVE
     return EXIT_OK
-
-
-def api_policy(api: Api) -> RetryPolicy:
-    return getattr(api, "policy", RetryPolicy())
 
 
 # -- entry point -----------------------------------------------------------------------------
@@ -303,7 +302,7 @@ def setup_logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # exits 2 on unknown options, as argparse does
     setup_logging(args.verbose)
     try:
         if args.jobs is not None:

@@ -12,19 +12,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .api import FINAL_STATES, Api, ApiError
+from .api import FINAL_STATES, Api, ApiError, WaitExpired
 from .display import JobDisplay, State
 from .results import Outcome, outcome_from
+
+__all__ = ["Interrupted", "WaitExpired", "WaitOptions", "run_job"]
 
 log = logging.getLogger("wan_worker.client")
 
 
 class Interrupted(Exception):
     """The user stopped the wait (Ctrl-C, or a batch stopping); the message says what became of the job."""
-
-
-class WaitExpired(Exception):
-    """The client's own wait limit (--wait) ran out; the job was cancelled."""
 
 
 @dataclass(frozen=True)
