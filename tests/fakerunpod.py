@@ -28,6 +28,7 @@ import io
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,6 +117,8 @@ class FakeJob:
     position: int = 0
     cancelled: bool = False
     streamed: bool = False
+    created: float = field(default_factory=time.monotonic)
+    started: float | None = None
 
     def current(self) -> dict[str, Any]:
         if self.cancelled:
@@ -123,8 +126,16 @@ class FakeJob:
         return self.script[min(self.position, len(self.script) - 1)]
 
     def advance(self) -> dict[str, Any]:
-        body = self.current()
+        """The next /status answer. A final answer without RunPod's timings gets the real ones:
+        delayTime from /run to the first IN_PROGRESS, executionTime from there on."""
+        body = dict(self.current())
         self.position += 1
+        now = time.monotonic()
+        if body["status"] == "IN_PROGRESS" and self.started is None:
+            self.started = now
+        if body["status"] in FINAL and "delayTime" not in body:
+            started = self.started if self.started is not None else now
+            body.update(delayTime=round((started - self.created) * 1000), executionTime=round((now - started) * 1000))
         return body
 
 

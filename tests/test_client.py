@@ -250,7 +250,7 @@ def test_video_url_from_a_real_s3_server_is_downloaded(rp, tmp_path, tmp_path_fa
                                    "--output-mode", "s3")
     assert code == 0, stderr
     assert out.read_bytes() == MP4 and last.read_bytes() == png_bytes()
-    assert "downloading out.mp4" in stderr and "MB downloaded" in stderr
+    assert "downloading out.mp4" in stderr and "kB downloaded" in stderr
     assert "Signature" not in stdout + stderr  # presigned URLs are credentials for a week
 
 

@@ -23,6 +23,7 @@ PHASE_NAMES = {
     "uploading": "uploading",
     "running": "running",
 }
+BAR_TEXT_WIDTH = 26  # the longest state text, "sampling (high noise) 2/4", so the bar stays put
 STATUS_NAMES = {
     "SUBMITTING": "sending",
     "IN_QUEUE": "queued",
@@ -32,6 +33,9 @@ STATUS_NAMES = {
     "CANCELLED": "cancelled",
     "TIMED_OUT": "timed out",
 }
+
+
+_LINES = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,12 @@ class State:
     def line_key(self) -> tuple[Any, ...]:
         """What makes a new plain line: a new status, phase or step (not a repeated poll)."""
         return (self.status, self.phase, self.step)
+
+
+def human_size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.1f} MB"
 
 
 def _int(value: Any) -> int | None:
@@ -115,8 +125,7 @@ class JobDisplay:
             from tqdm import tqdm  # lazy: only a terminal needs it
 
             self._bar = tqdm(total=100, file=self.stream, leave=True, **_width(self.stream),
-                             desc=self.label or "wan-video",
-                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+                             bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}")
             self._start_ticker()
         return self
 
@@ -149,7 +158,8 @@ class JobDisplay:
         text = state.text() + (f" ({note})" if note else "")
         if self._bar is not None:
             self._bar.n = self.percent
-            self._bar.set_postfix_str(text, refresh=False)
+            prefix = f"{self.label}: " if self.label else ""
+            self._bar.set_description_str(f"{prefix}{text:<{BAR_TEXT_WIDTH}}", refresh=False)
             self._bar.refresh()
             return
         if state.line_key() != self.last_key:
@@ -164,8 +174,10 @@ class JobDisplay:
         message = f"[{self.elapsed():5.0f}s] {prefix}{text}"
         if self._bar is not None:
             self._bar.write(message, file=self.stream)
-        else:
-            print(message, file=self.stream, flush=True)
+            return
+        with _LINES:  # batch jobs write from several threads; print() would interleave halves
+            self.stream.write(message + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
         if self._ticker is not None:
@@ -201,4 +213,4 @@ class ByteDisplay:
             self._bar.close()
         elif ok and not self.quiet:
             spent = time.monotonic() - self.start
-            print(f"[{spent:5.1f}s] {self.what}: {self.done / 1e6:.1f} MB downloaded", file=self.stream, flush=True)
+            print(f"[{spent:5.1f}s] {self.what}: {human_size(self.done)} downloaded", file=self.stream, flush=True)

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from .api import ApiError, RetryPolicy, strip_query, with_retries
-from .display import ByteDisplay
+from .display import ByteDisplay, human_size
 
 # Result fields that hold whole files as base64: never printed, replaced by the saved path.
 FILE_FIELDS = {"video": "video_path", "last_frame": "last_frame_path"}
@@ -200,8 +200,8 @@ def describe_success(outcome: Outcome, saved: Saved) -> list[str]:
     lines = []
     shape = _shape(out)
     if "video" in saved.paths:
-        size = saved.paths["video"].stat().st_size
-        lines.append(f"saved {saved.paths['video']} ({size / 1e6:.1f} MB{', ' + shape if shape else ''})")
+        size = human_size(saved.paths["video"].stat().st_size)
+        lines.append(f"saved {saved.paths['video']} ({size}{', ' + shape if shape else ''})")
     elif out.get("dry_run"):
         models = (out.get("checks") or {}).get("models") or {}
         lines.append(f"dry run: {shape}; models {'ok' if models.get('ok') else 'NOT ok (see --json)'}; "
