@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -424,3 +425,13 @@ def test_the_runpod_sdk_itself_works_against_the_stand_in(rp):
     assert [s["seed"] for s in streamed] == [42] and job.status() == "COMPLETED"
     job = endpoint.run({"prompt": "q"})
     assert job.cancel()["status"] == "CANCELLED" and job.status() == "CANCELLED"
+
+
+def test_readme_documents_every_option_and_exit_code():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Use it"):text.index("## The job contract")]
+    options = {s for action in cli.build_parser()._actions for s in action.option_strings if s.startswith("--")}
+    missing = {o for o in options - {"--help"} if f"`{o}" not in section}
+    assert not missing, f"document in README's Use it: {sorted(missing)}"
+    exit_table = section[section.index("**Exit codes.**"):section.index("**Batch.**")]
+    assert {int(c) for c in re.findall(r"^\| (\d+) \|", exit_table, flags=re.M)} == set(cli.EXIT_CODES)
