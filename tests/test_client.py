@@ -209,8 +209,9 @@ def test_503_429_and_dropped_connections_are_retried(rp, image, tmp_path, capsys
     assert code == 0, stderr
     assert out.read_bytes() == MP4
     assert stderr.count("sending the job: HTTP 503") == 2
-    assert "asking for the job's status: HTTP 429" in stderr
-    assert stderr.count("asking for the job's status: connection dropped") == 2
+    [job_id] = rp.jobs
+    assert f"asking for the status of job {job_id}: HTTP 429" in stderr  # the id, to find the job later
+    assert stderr.count(f"asking for the status of job {job_id}: connection dropped") == 2
     assert len(rp.jobs) == 1  # retrying /run after a 503 made no second job
 
 

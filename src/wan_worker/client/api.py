@@ -66,8 +66,11 @@ def _retry_after(response: requests.Response | None) -> float | None:
     try:
         return float(value)
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return when.timestamp() - time.time() if when else None
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None  # unreadable: our own backoff applies
 
 
 def _reason(exc: BaseException) -> str:
@@ -88,7 +91,10 @@ def _reason(exc: BaseException) -> str:
 
 def with_retries(call: Callable[[], T], what: str, policy: RetryPolicy,
                  sleep: Callable[[float], None] = time.sleep) -> T:
-    """`call()`, repeated after transient trouble; then an ApiError naming `what` and the cause."""
+    """`call()`, repeated after transient trouble; then an ApiError naming `what` and the cause.
+
+    A /run whose answer was lost (dropped connection, timeout) is sent again too: a possible second
+    job is the lesser evil next to a job running unseen, with no id to fetch or cancel it by."""
     for attempt in range(policy.attempts):
         try:
             return call()
@@ -101,7 +107,7 @@ def with_retries(call: Callable[[], T], what: str, policy: RetryPolicy,
         except (requests.ConnectionError, requests.Timeout) as exc:
             error, wait = exc, policy.wait_s(attempt)
         except requests.RequestException as exc:  # a bad URL and the like: retrying cannot help
-            raise ApiError(f"{what}: {_reason(exc)} ({exc})") from None
+            raise ApiError(f"{what}: {_reason(exc)}; check the URL") from None
         if attempt + 1 < policy.attempts:
             log.warning("%s: %s; retrying in %.1f s (%d/%d)", what, _reason(error), wait, attempt + 1,
                         policy.attempts - 1)
@@ -181,7 +187,7 @@ class LocalApi:
             except requests.ReadTimeout:
                 raise WaitExpired(f"the job did not end within --wait {self.max_wait_s:g} s; "
                                   + self.cancel(job_id)) from None
-        return with_retries(ask, "asking for the job's status", self.policy)
+        return with_retries(ask, f"asking for the status of job {job_id}", self.policy)
 
     def cancel(self, job_id: str) -> str:
         return "the local test server cannot cancel jobs; the worker finishes this one"
@@ -226,7 +232,7 @@ class HostedApi:
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._call(lambda: self.client.get(f"{self.endpoint_id}/status/{job_id}", timeout=30),
-                          "asking for the job's status")
+                          f"asking for the status of job {job_id}")
 
     def cancel(self, job_id: str) -> str:
         from runpod.endpoint import Job

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .api import FINAL_STATES, Api, ApiError, WaitExpired
+from .api import FINAL_STATES, Api, WaitExpired
 from .display import JobDisplay, State
 from .results import Outcome, outcome_from
 
@@ -72,5 +72,5 @@ def _cancel(api: Api, job_id: str | None) -> str:
         return "stopped before the endpoint gave the job an id; if it was queued, it will still run"
     try:
         return api.cancel(job_id)
-    except (ApiError, Exception) as exc:  # noqa: BLE001 - report and leave
+    except Exception as exc:  # noqa: BLE001 - ApiError or worse: report it and leave
         return f"could not cancel job {job_id} ({exc}); cancel it in the RunPod console"
