@@ -348,7 +348,7 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
 def test_ctrl_c_cancels_the_job_and_exits_130(tmp_path, batch):
     with FakeRunPod(script_for=lambda job_id, job_input: [{"status": "IN_QUEUE"}, *progress_steps()[:2]]) as fake:
         if batch:
-            (tmp_path / "jobs.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+            (tmp_path / "jobs.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "c"}\n')
             args = ["--jobs", "jobs.jsonl", "--concurrency", "2"]
         else:
             args = ["--prompt", "a ship sails"]
@@ -367,6 +367,9 @@ def test_ctrl_c_cancels_the_job_and_exits_130(tmp_path, batch):
         assert cancelled == sorted(fake.jobs) and len(cancelled) == 1 + batch
         assert all(job.cancelled for job in fake.jobs.values())
         assert "interrupted" in stderr and "cancelled job" in (stdout + stderr)
+        if batch:  # two were running and are cancelled; the third was never sent
+            assert [line.split()[2] for line in stdout.splitlines()[1:4]] == ["cancelled", "cancelled", "not"]
+            assert stdout.splitlines()[-1] == "3 job(s): 2 cancelled, 1 not sent"
 
 
 def test_terminal_shows_a_progress_bar(tmp_path):

@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -131,26 +131,52 @@ def run_one(job: BatchJob, make_api: Callable[[], Api], options: WaitOptions, st
 
 def run_batch(jobs: list[BatchJob], make_api: Callable[[], Api], options: WaitOptions, concurrency: int,
               quiet: bool = False) -> tuple[list[Row], bool]:
-    """Run the jobs, `concurrency` at a time. Ctrl-C cancels the running ones (and sends no more)."""
+    """Run the jobs, `concurrency` at a time. Ctrl-C cancels the running ones (and sends no more).
+
+    Daemon threads, not a pool: a second Ctrl-C must be able to leave even while a thread is
+    blocked in a long request (a local server's /status), which a pool would wait for at exit."""
     stop = threading.Event()
+    todo = deque(jobs)
+    rows: dict[int, Row] = {}
+    started: set[int] = set()
+    lock = threading.Lock()
+
+    workers = max(1, min(concurrency, len(jobs)))
+    running = [workers]
+    all_done = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                if not todo:
+                    break
+                job = todo.popleft()
+                started.add(job.line)
+            row = run_one(job, make_api, options, stop, quiet)
+            with lock:
+                rows[job.line] = row
+        with lock:
+            running[0] -= 1
+            if not running[0]:
+                all_done.set()
+
+    for n in range(workers):
+        threading.Thread(target=work, name=f"wan-video-{n}", daemon=True).start()
     interrupted = False
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="wan-video")
-    futures: dict[Future[Row], BatchJob] = {pool.submit(run_one, j, make_api, options, stop, quiet): j
-                                            for j in jobs}
-    pending = set(futures)
     try:
-        while pending:
-            _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        # An Event, not Thread.join: Ctrl-C inside join() can leave a live thread marked as ended.
+        while not all_done.wait(0.5):
+            pass
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
         print("\nwan-video: interrupted; cancelling the running jobs (Ctrl-C again to leave at once)",
               file=sys.stderr, flush=True)
-        wait(pending, timeout=60)
-    pool.shutdown(wait=False, cancel_futures=True)
-    rows = [f.result() if f.done() and not f.cancelled() else Row(job, "not sent", detail="stopped")
-            for f, job in futures.items()]
-    return rows, interrupted
+        all_done.wait(60)
+    with lock:
+        return [rows.get(j.line) or (Row(j, "stopped", detail="still being cancelled when the batch ended")
+                                     if j.line in started else Row(j, "not sent", detail="the batch was stopped first"))
+                for j in jobs], interrupted
 
 
 def table(rows: list[Row]) -> str:
