@@ -439,3 +439,14 @@ def test_readme_documents_every_option_and_exit_code():
     assert not missing, f"document in README's Use it: {sorted(missing)}"
     exit_table = section[section.index("**Exit codes.**"):section.index("**Batch.**")]
     assert {int(c) for c in re.findall(r"^\| (\d+) \|", exit_table, flags=re.M)} == set(cli.EXIT_CODES)
+
+
+def test_target_from_the_environment_and_options_win(rp, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WAN_VIDEO_ENDPOINT", ENDPOINT_ID)
+    assert main(["--prompt", "p", *FAST]) == 0
+    monkeypatch.setenv("WAN_VIDEO_URL", "http://127.0.0.1:9")  # both in the environment: ambiguous
+    assert main(["--prompt", "p", *FAST]) == 2
+    assert "--endpoint ID (RunPod) or --url URL" in capsys.readouterr().err
+    assert main(["--prompt", "p", "--endpoint", ENDPOINT_ID, *FAST]) == 0  # an option decides
+    assert len(rp.jobs) == 2

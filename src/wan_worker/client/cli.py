@@ -80,10 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     where = p.add_argument_group("where to send it (one of)")
-    where.add_argument("--endpoint", metavar="ID", default=os.environ.get("WAN_VIDEO_ENDPOINT"),
+    where.add_argument("--endpoint", metavar="ID",
                        help="a RunPod endpoint id (env WAN_VIDEO_ENDPOINT); needs RUNPOD_API_KEY; "
                             "RUNPOD_ENDPOINT_BASE_URL moves the API (default https://api.runpod.ai/v2)")
-    where.add_argument("--url", metavar="URL", default=os.environ.get("WAN_VIDEO_URL"),
+    where.add_argument("--url", metavar="URL",
                        help="a worker serving RunPod's local API (--rp_serve_api), e.g. "
                             "http://localhost:8000 (env WAN_VIDEO_URL)")
 
@@ -219,17 +219,21 @@ def single_input(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_api(args: argparse.Namespace) -> Api:
+    """The endpoint from --endpoint/--url; from WAN_VIDEO_ENDPOINT/WAN_VIDEO_URL when neither is given."""
     policy = RetryPolicy(attempts=max(args.retries, 0) + 1, first_wait_s=args.retry_wait)
-    if bool(args.endpoint) == bool(args.url):
+    endpoint, url = args.endpoint, args.url
+    if not endpoint and not url:
+        endpoint, url = os.environ.get("WAN_VIDEO_ENDPOINT"), os.environ.get("WAN_VIDEO_URL")
+    if bool(endpoint) == bool(url):
         raise UsageError("say where to send the job: --endpoint ID (RunPod) or --url URL (local worker)")
-    if args.url:
-        if not args.url.startswith(("http://", "https://")):
-            raise UsageError(f"--url {args.url!r}: give a full URL, e.g. http://localhost:8000")
-        return LocalApi(args.url, policy, args.wait)
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--url {url!r}: give a full URL, e.g. http://localhost:8000")
+        return LocalApi(url, policy, args.wait)
     key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
         raise UsageError(f"--endpoint needs an API key in {API_KEY_ENV}")
-    return HostedApi(args.endpoint, key, policy)
+    return HostedApi(endpoint, key, policy)
 
 
 def _warn_if_large(api: Api, job_input: dict[str, Any]) -> None:
