@@ -96,8 +96,36 @@ def test_worker_start_up_does_not_import_the_client():
 
 def test_wait_limit_on_a_local_server_says_the_job_goes_on(api_server, fake, tmp_path, capsys):  # noqa: F811
     image = write_png(tmp_path / "cat.png")
-    fake.delay_on(3.0, class_type="KSamplerAdvanced")
+    fake.stall_on(class_type="KSamplerAdvanced")
     code = main([str(image), "p", "--url", api_server, "--wait", "0.5", *FAST])
     err = capsys.readouterr().err
+    fake.reset()  # the stalled node finishes, so the worker can stop promptly
     assert code == 5
     assert "did not end within --wait 0.5 s" in err and "cannot cancel" in err
+
+
+def test_ctrl_c_against_a_local_server_leaves_at_once(api_server, fake, tmp_path):  # noqa: F811
+    """The job runs inside the blocking /status request; Ctrl-C must still end the client (130)."""
+    import os
+    import signal
+    import time
+
+    write_png(tmp_path / "cat.png")
+    fake.stall_on(class_type="KSamplerAdvanced")
+    proc = subprocess.Popen([sys.executable, "-m", "wan_worker.client", "cat.png", "p", "--url", api_server],
+                            cwd=tmp_path, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not any(r.path == "/prompt" for r in fake.requests):  # the worker is on the job
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and time.monotonic() - started < 5
+    assert "interrupted" in stderr and "cannot cancel" in stderr
+    fake.reset()  # the stalled node finishes, so the worker can stop promptly
