@@ -450,3 +450,12 @@ def test_target_from_the_environment_and_options_win(rp, capsys, monkeypatch, tm
     assert "--endpoint ID (RunPod) or --url URL" in capsys.readouterr().err
     assert main(["--prompt", "p", "--endpoint", ENDPOINT_ID, *FAST]) == 0  # an option decides
     assert len(rp.jobs) == 2
+
+
+def test_a_completed_job_whose_output_holds_an_error_is_a_failure(rp, capsys):
+    """A worker that returns its error without the SDK's error path still fails the client."""
+    rp.script_for = lambda job_id, job_input: [{"status": "COMPLETED", "output": {
+        "error": "The GPU ran out of memory.", "error_code": "OUT_OF_MEMORY", "details": {"node_id": "57"}}}]
+    code, stdout, stderr = wan(capsys, "--prompt", "p", "--json")
+    assert code == 1 and "failed: OUT_OF_MEMORY: The GPU ran out of memory." in stderr
+    assert json.loads(stdout)["details"] == {"node_id": "57"}

@@ -57,10 +57,15 @@ def outcome_from(job_id: str, body: dict[str, Any], elapsed_s: float) -> Outcome
     if error is None and status in ("CANCELLED", "TIMED_OUT"):
         error = ("the job was cancelled" if status == "CANCELLED" else
                  "RunPod timed the job out (its execution timeout, or no worker took it in time)")
-    return Outcome(job_id, status if error is None else ("FAILED" if status == "COMPLETED" else status),
-                   output, _error_text(error) if error is not None else None,
-                   out.get("error_code"), out.get("details") if isinstance(out.get("details"), dict) else {},
-                   elapsed_s, _ms(body.get("delayTime")), _ms(body.get("executionTime")))
+    if error is not None and status == "COMPLETED":
+        status = "FAILED"
+    details = out.get("details")
+    return Outcome(job_id, status, output,
+                   error=_error_text(error) if error is not None else None,
+                   error_code=out.get("error_code"),
+                   details=details if isinstance(details, dict) else {},
+                   elapsed_s=elapsed_s, delay_ms=_ms(body.get("delayTime")),
+                   execution_ms=_ms(body.get("executionTime")))
 
 
 def _ms(value: Any) -> float | None:
