@@ -459,3 +459,26 @@ def test_a_completed_job_whose_output_holds_an_error_is_a_failure(rp, capsys):
     code, stdout, stderr = wan(capsys, "--prompt", "p", "--json")
     assert code == 1 and "failed: OUT_OF_MEMORY: The GPU ran out of memory." in stderr
     assert json.loads(stdout)["details"] == {"node_id": "57"}
+
+
+def test_retry_waits_follow_retry_after_or_double_with_a_cap():
+    import email.utils
+
+    import requests
+
+    from wan_worker.client.api import RetryPolicy, _retry_after
+
+    def answer(value: str | None) -> requests.Response:
+        resp = requests.Response()
+        if value is not None:
+            resp.headers["Retry-After"] = value
+        return resp
+
+    policy = RetryPolicy(first_wait_s=1.0, max_wait_s=30.0)
+    assert policy.wait_s(0, _retry_after(answer("7"))) == 7.0
+    in_20_s = email.utils.formatdate(time.time() + 20, usegmt=True)
+    assert 17 < policy.wait_s(0, _retry_after(answer(in_20_s))) <= 20
+    assert policy.wait_s(0, _retry_after(answer("3600"))) == 30.0  # capped
+    assert _retry_after(answer("soon")) is None and _retry_after(answer(None)) is None
+    waits = [policy.wait_s(n) for n in range(7)]
+    assert 0.8 <= waits[0] <= 1.2 and 3.2 <= waits[2] <= 4.8 and waits[6] == 30.0
