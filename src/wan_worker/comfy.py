@@ -191,8 +191,9 @@ class ComfyClient:
         path = (base / out.subfolder / out.filename).resolve()
         return path if path.is_relative_to(base) and path.is_file() else None
 
-    def fetch(self, out: OutputFile, dest_dir: Path) -> Path:
-        """The saved file on local disk: in place when shared, else streamed from `/view`."""
+    def fetch(self, out: OutputFile, dest_dir: Callable[[], Path]) -> Path:
+        """The saved file on local disk: in place when shared, else streamed from `/view` into
+        `dest_dir()` (called only then, so a shared folder costs no temporary folder)."""
         local = self.local_path(out)
         if local is not None:
             return local
@@ -203,7 +204,7 @@ class ComfyClient:
                                          "output folder any more; send the job again.",
                               {"filename": out.filename, "subfolder": out.subfolder})
         self._ok(resp, f"fetching {out.filename}")
-        dest = dest_dir / f"{out.node_id}_{out.type}_{Path(out.filename).name}"
+        dest = dest_dir() / f"{out.node_id}_{out.type}_{Path(out.filename).name}"
         with resp, dest.open("wb") as fh:
             for chunk in resp.iter_content(1024 * 1024):
                 fh.write(chunk)
