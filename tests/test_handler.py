@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import png_b64
+from wan_worker import background
 from wan_worker.handler import handler
 from wan_worker.models import MANIFEST
 
@@ -286,6 +287,7 @@ def test_identical_jobs_twice_both_get_their_outputs(worker_env, fake):
     cached = [m for _, m in fake.ws_messages if m["type"] == "execution_cached" and m["data"]["nodes"]]
     assert len(cached) == 2  # the second run of each really was served from ComfyUI's cache
     assert saved_files(fake.output_dir) == []
+    assert background.wait_idle(5)  # emptied folders are removed right after the result
     assert list(fake.output_dir.iterdir()) == []  # the runs' folders are gone too
 
 
