@@ -140,10 +140,11 @@ def alternate(worker: Child, floor: Child, warmup: int, jobs: int,
 
 
 def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: str,
-               make_graph: Callable[[], dict[str, Any]] | None, warmup: int, jobs: int) -> dict[str, Any]:
+               make_graph: Callable[[], dict[str, Any]] | None, warmup: int, jobs: int,
+               log: Callable[[str], None]) -> dict[str, Any]:
     from tests.comfyui.conftest import NEGATIVE, PROMPT
 
-    from .__main__ import clean_env, log, summarize
+    from .__main__ import clean_env, summarize
 
     cfg: dict[str, Any] = {"kind": kind, "image": str(image), "comfy_host": comfy.host,
                            "comfy_dir": str(comfy.comfy_dir), "prompt": PROMPT, "negative": NEGATIVE}
@@ -199,7 +200,8 @@ def run(bench: Any, quick: bool, jobs_override: int | None, log: Callable[[str],
             jobs = jobs_override or (short if quick else full)
             warm = 1 if quick else warmup
             log(f"{label}: {warm} warm-up + {jobs} measured jobs per side")
-            bench.results["real"].append(run_config(bench, comfy, image, label, kind, make_graph, warm, jobs))
+            bench.results["real"].append(run_config(bench, comfy, image, label, kind, make_graph, warm, jobs,
+                                                    log))
     finally:
         comfy.stop()
 
@@ -219,7 +221,8 @@ def rows(config: dict[str, Any]) -> list[Row]:
         report._stat_row("floor overhead (bare client), ms", label, f["overhead_ms"]),
         Row("ratio worker / floor overhead", label, f"{ratio:.2f}", "", "", f"<= {report.RATIO:.2f}",
             report.verdict(ratio <= report.RATIO)),
-        Row("output (base64 delivered)", label, f"{out_mb:.3f} MB", "", "", "", ""),
+        Row("output (base64 delivered)", label, f"{out_mb:.2f} MB" if out_mb >= 0.1 else f"{out_mb * 1000:.1f} kB",
+            "", "", "", ""),
         Row("peak memory (VmHWM) worker / floor", label, f"{wm['peak'] / MB:.1f} / {fm['peak'] / MB:.1f} MB",
             "", "", "", ""),
         Row("  warm baseline (VmRSS) worker / floor", label,
