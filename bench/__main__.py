@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--json PATH]`: the worker's cost per job, against its budgets.
+"""`python -m bench [--quick] [--json PATH] [--comfyui]`: the worker's cost per job, against its budgets.
 
 For MP4 outputs of 1, 10 and 50 MB, delivered as base64 and to S3 (rclone on 127.0.0.1), the same
 jobs run through the worker's handler() and through a bare protocol client (the floor), alternately,
@@ -6,6 +6,8 @@ each side in its own process, against a stand-in ComfyUI (own process) that fini
 Then the volume check (six sparse stand-in files, cold and warm) and readiness (stand-in booting;
 time from its first possible answer to ComfyClient.wait_until_ready() returning). Prints one
 Markdown table of results, budgets and pass/miss. See docs/performance.md.
+
+`--comfyui`: the worker against the floor on the real ComfyUI with tiny models (bench/real.py).
 """
 from __future__ import annotations
 
