@@ -183,7 +183,6 @@ def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: st
 
 def run(bench: Any, quick: bool, jobs_override: int | None, log: Callable[[str], None]) -> None:
     """Start the real ComfyUI, run every configuration, stop it; results in bench.results['real']."""
-    from PIL import Image  # noqa: F401 - start_image needs Pillow (in the worker's deps)
     from tests.comfyui.conftest import start_image
 
     image = bench.tmp / "start.png"
@@ -209,6 +208,7 @@ def run(bench: Any, quick: bool, jobs_override: int | None, log: Callable[[str],
 # -- the report ---------------------------------------------------------------------------------
 
 def rows(config: dict[str, Any]) -> list[Row]:
+    """One configuration's rows: times, the ratio against its 1.10 target, output size, memory."""
     label = config["label"]
     w, f = config["worker"], config["floor"]
     ratio = config["ratio"]

@@ -51,6 +51,7 @@ class RealWorkerSide:
         self.w = handler.worker()
 
     def job_input(self, n: int) -> dict[str, Any]:
+        """Job n's input: its own upload name and seed, so ComfyUI redoes the work for each job."""
         cfg = self.cfg
         if cfg["kind"] == "i2v":
             return {"image": self.image, "prompt": cfg["prompt"], "negative_prompt": cfg["negative"],
@@ -60,7 +61,7 @@ class RealWorkerSide:
         graph[cfg["load_node"]]["inputs"]["image"] = name
         return {"workflow": graph, "images": [{"name": name, "image": self.image}], "output": "base64"}
 
-    def job(self, n: int, sdk_send: bool = False) -> dict[str, Any]:
+    def job(self, n: int) -> dict[str, Any]:
         job = {"id": f"bench-{self.cfg['kind']}-{n}", "input": self.job_input(n)}
         t0 = time.perf_counter()
         result = self.handler.handler(job)
@@ -128,6 +129,7 @@ class RealFloorSide:
         return g
 
     def wait_done(self, ws: Any, prompt_id: str) -> None:
+        """Read messages until `executing` null for our prompt (an execution_error fails the job)."""
         for _ in range(1_000_000):  # bounded: a 128x128x5 run sends a few hundred messages
             message = ws.recv()
             if isinstance(message, str):
@@ -184,6 +186,7 @@ class RealFloorSide:
         return answer
 
     def clean_up(self, outs: list[dict[str, Any]], uploaded: str) -> None:
+        """Untimed: a bare client has no folders to keep tidy, but the bench leaves ComfyUI's as they were."""
         for out in outs:
             saved = self.comfy_dir / "output" / out["subfolder"] / out["filename"]
             saved.unlink(missing_ok=True)
