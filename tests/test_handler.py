@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import png_b64
+from tests.conftest import files_under, png_b64
 from wan_worker import background
 from wan_worker.handler import handler
 from wan_worker.models import MANIFEST
@@ -27,7 +27,7 @@ def prompts_sent(fake) -> list[dict]:
 
 
 def saved_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    return files_under(root)
 
 
 def test_i2v_job_returns_the_mp4_comfyui_saved(worker_env, fake):

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy, start_image
+from tests.conftest import files_under
 from tests.video import decode_result
 from wan_worker import handler as handler_module
 from wan_worker.handler import handler
@@ -37,7 +38,7 @@ def test_i2v_makes_the_requested_video(real_env, real_comfy: RealComfy):
     assert result["timings_ms"]["execute"] > 0
     # Every LoRA key found its layer, and ComfyUI's folders were left as they were.
     assert "lora key not loaded" not in real_comfy.log()
-    leftovers = [p for d in ("input", "output") for p in (real_comfy.comfy_dir / d).rglob("*") if p.is_file()]
+    leftovers = files_under(real_comfy.comfy_dir / "input", real_comfy.comfy_dir / "output")
     assert leftovers == []
 
 

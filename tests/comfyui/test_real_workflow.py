@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy
 from tests.comfyui.test_real_i2v import IMAGE, i2v
-from tests.conftest import png_b64
+from tests.conftest import files_under, png_b64
 from tests.test_handler import two_image_workflow
 from tests.video import decode, decode_result
 from wan_worker.handler import handler
@@ -38,7 +38,7 @@ def test_two_images_in_and_a_video_and_an_image_out(real_env, real_comfy: RealCo
     still = Image.open(io.BytesIO(base64.b64decode(by_ext["png"]["data"])))
     assert still.size == (80, 60) and still.convert("RGB").getpixel((40, 30)) == (20, 90, 220) or \
         max(abs(a - b) for a, b in zip(still.convert("RGB").getpixel((40, 30)), (20, 90, 220))) < 8
-    leftovers = [p for d in ("input", "output") for p in (real_comfy.comfy_dir / d).rglob("*") if p.is_file()]
+    leftovers = files_under(real_comfy.comfy_dir / "input", real_comfy.comfy_dir / "output")
     assert leftovers == []
 
 
