@@ -6,9 +6,8 @@ with tests/tinywan's models (the real-ComfyUI test tier's helpers: tests/comfyui
 
 * `instant`: workflow mode, a 128x128 PNG in, LoadImage -> SaveImage, a ~30 kB PNG out: ComfyUI's
   work is near zero, so the overhead is all protocol and bookkeeping.
-* `10 MB PNG`: workflow mode, the same PNG scaled to 2048x2080 with noise added (cached after the
-  first job: same input, same seed), saved as a ~10 MB PNG each job (the save runs again because each
-  run saves into a folder of its own, as the worker's isolate_outputs does).
+* `10 MB PNG`: workflow mode, the same PNG scaled to 2048x2080 with noise added, saved as a ~10 MB
+  PNG (each job uploads under its own name, so ComfyUI does all of it every job).
 * `I2V 128x128x5`: the bundled Wan2.2 graph through handler() in I2V mode; the floor sends the graph
   the worker builds (its dry run), with the same image, seed and a save folder of its own.
 
