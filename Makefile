@@ -37,7 +37,8 @@ dry-run: $(STAMP)
 		$(PY) -m wan_worker
 
 # The worker's cost per job against the budgets of DESIGN.md (docs/performance.md); a benchmark,
-# not a test: CI does not run it. `make bench BENCH_ARGS=--quick` for a smoke run.
+# not a test: CI does not run it. `make bench BENCH_ARGS=--quick` for a smoke run;
+# `make bench BENCH_ARGS=--comfyui` against the real ComfyUI with tiny models (COMFY_PYTHON, COMFYUI_DIR).
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

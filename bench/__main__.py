@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--json PATH]`: the worker's cost per job, against its budgets.
+"""`python -m bench [--quick] [--json PATH] [--comfyui]`: the worker's cost per job, against its budgets.
 
 For MP4 outputs of 1, 10 and 50 MB, delivered as base64 and to S3 (rclone on 127.0.0.1), the same
 jobs run through the worker's handler() and through a bare protocol client (the floor), alternately,
@@ -6,6 +6,8 @@ each side in its own process, against a stand-in ComfyUI (own process) that fini
 Then the volume check (six sparse stand-in files, cold and warm) and readiness (stand-in booting;
 time from its first possible answer to ComfyClient.wait_until_ready() returning). Prints one
 Markdown table of results, budgets and pass/miss. See docs/performance.md.
+
+`--comfyui`: the worker against the floor on the real ComfyUI with tiny models (bench/real.py).
 """
 from __future__ import annotations
 
@@ -332,6 +334,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=lambda s: tuple(float(x) for x in s.split(",")),
                         help="MP4 sizes in MB, comma-separated (default 1,10,50)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) for inspection")
+    parser.add_argument("--comfyui", action="store_true",
+                        help="against the real ComfyUI with tiny models instead of the stand-in (bench/real.py; "
+                             "COMFY_PYTHON, COMFYUI_DIR as for the real test tier; ~6 min, --quick ~4 min)")
     return parser.parse_args(argv)
 
 
@@ -347,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     bench = Bench(args, tmp)
+    if args.comfyui:
+        return main_real(args, bench, tmp)
     failed = False
     try:
         bench.setup()
@@ -390,6 +397,48 @@ def main(argv: list[str] | None = None) -> int:
     print(f"budgets: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
     if args.json:
         results["budgets"] = [{"budget": name, "met": ok} for name, ok in checks]
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"results written to {args.json}")
+    return 1 if failed else 0
+
+
+def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--comfyui`: the worker against a bare client on the real ComfyUI (bench/real.py)."""
+    from . import real
+
+    failed = False
+    try:
+        real.run(bench, args.quick, args.jobs, log)
+    except (BenchError, KeyboardInterrupt) as exc:
+        failed = True
+        print(f"bench failed: {exc}", file=sys.stderr)
+    finally:
+        procs.stop_all()
+        bench.results["machine"]["loadavg_end"] = os.getloadavg()
+        bench.results["seconds"] = round(time.monotonic() - START, 1)
+        if args.keep or failed:
+            print(f"logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results = bench.results
+    m = results["machine"]
+    print()
+    print(f"wan-worker bench on the real ComfyUI ({'quick' if args.quick else 'full'}"
+          f"{', INCOMPLETE: it failed' if failed else ''}): {m['nproc']} CPUs ({m['cpu']}), {m['ram_gb']} GB RAM, "
+          f"Python {m['python']}; {results['seconds']:.0f} s (ComfyUI up in {results.get('comfyui_start_s', 0):.0f} s)")
+    print(f"worker under test: {m['worker_package']}; {real.environment_note()}; start image: 128x128 PNG, "
+          f"{results.get('input_image', {}).get('bytes', 0) / 1000:.1f} kB; load average "
+          f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end")
+    print()
+    print(real.table(results))
+    print()
+    print("Median ms per handler phase (timings_ms; unaccounted = wall - phases), and the floor's transfer:")
+    print(real.breakdown(results))
+    checks = real.verdicts(results)
+    missed = [name for name, ok in checks if not ok]
+    print()
+    print(f"targets: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    if args.json:
         args.json.write_text(json.dumps(results, indent=2))
         print(f"results written to {args.json}")
     return 1 if failed else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 MB = 1_000_000
 
@@ -127,6 +127,11 @@ def table(results: dict[str, Any]) -> str:
     if ready:
         rows.append(_stat_row("ready after ComfyUI answers, ms", "wait_until_ready", ready["gap_ms"],
                               f"<= {READY_MS:g} ms", verdict(ready["gap_ms"]["max"] <= READY_MS)))
+    return render(rows)
+
+
+def render(rows: list[Row]) -> str:
+    """Rows as one Markdown table, numbers right-aligned (shared by the stand-in and real benches)."""
     head = Row("measure", "config", "median", "min", "max", "budget", "result")
     cells = [[r.measure, r.config, r.median, r.low, r.high, r.budget, r.result] for r in [head, *rows]]
     widths = [max(len(c[i]) for c in cells) for i in range(7)]
@@ -142,14 +147,18 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def breakdown(results: dict[str, Any]) -> str:
+def _config_label(c: dict[str, Any]) -> str:
+    return f"{c['size_mb']:g} MB {c['mode']}"
+
+
+def breakdown(results: dict[str, Any], label: Callable[[dict[str, Any]], str] = _config_label) -> str:
     """Median ms of each handler phase (timings_ms) and the floor's transfer, per configuration."""
     phases = ("validate", "image", "upload", "queue", "execute", "deliver", "unaccounted")
     head = ["config", *phases, "wall", "| floor: transfer", "floor wall"]
     rows = [head]
     for c in results.get("jobs", []):
         w = c["worker"]
-        rows.append([f"{c['size_mb']:g} MB {c['mode']}", *(_ms(w["phases_ms"].get(p, 0.0)) for p in phases),
+        rows.append([label(c), *(_ms(w["phases_ms"].get(p, 0.0)) for p in phases),
                      _ms(w["wall_ms"]["median"]), "| " + _ms(c["floor"]["transfer_ms"]["median"]),
                      _ms(c["floor"]["wall_ms"]["median"])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -230,14 +230,16 @@ class ReadySide:
 
 # -- the loop -----------------------------------------------------------------------------------
 
-def serve(side: str, cfg: dict[str, Any]) -> int:
+def serve(side: str, cfg: dict[str, Any], impls: dict[str, Any] | None = None) -> int:
+    """Answer the bench's commands; `impls` maps side names to classes (bench.realsides has its own),
+    and a side's `commands()`, when it has one, adds commands of its own."""
     proto = procs.protocol_stdout()
 
     def answer(message: dict[str, Any]) -> None:
         proto.write(json.dumps(message) + "\n")
 
     try:
-        impl: Any = {"worker": WorkerSide, "floor": FloorSide, "ready": ReadySide}[side](cfg)
+        impl: Any = (impls or {"worker": WorkerSide, "floor": FloorSide, "ready": ReadySide})[side](cfg)
     except Exception:  # noqa: BLE001 - reported to the bench
         answer({"fatal": traceback.format_exc()})
         return 1
@@ -246,6 +248,7 @@ def serve(side: str, cfg: dict[str, Any]) -> int:
         "job": lambda m: impl.job(m["n"], **({"sdk_send": True} if m.get("sdk_send") else {})),
         "memory": lambda m: {"memory": procs.memory()},
         "wait_ready": lambda m: impl.wait(m["host"], m["pid_file"]),
+        **(impl.commands() if hasattr(impl, "commands") else {}),
     }
     for line in sys.stdin:
         message = json.loads(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import socket
 import struct
 from pathlib import Path
@@ -14,6 +15,14 @@ from PIL import Image
 
 from wan_worker import handler as handler_module
 from wan_worker.models import MANIFEST
+
+
+def files_under(*roots: Path | str) -> list[Path]:
+    """Every file below the roots, sorted. os.walk passes over a folder that vanishes while it
+    walks (rglob raises): the worker removes a finished run's emptied folder on its background
+    thread right after handing back the result (wan_worker.background)."""
+    return sorted(Path(d) / f for root in roots for d, _, names in os.walk(root) for f in names)
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

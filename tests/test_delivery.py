@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import png_b64
+from tests.conftest import files_under, png_b64
 from tests.s3server import S3Server, closed_port, s3_server
 from tests.test_handler import two_image_workflow
 from wan_worker import handler as handler_module
@@ -37,7 +37,7 @@ def job(**fields) -> dict:
 
 
 def leftovers(fake) -> list[Path]:
-    return [p for d in (fake.input_dir, fake.output_dir) for p in Path(d).rglob("*") if p.is_file()]
+    return files_under(fake.input_dir, fake.output_dir)
 
 
 def test_auto_with_a_bucket_returns_a_working_url(bucket_env, fake):

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
+from tests import conftest
 from tests.conftest import free_port, model_paths_yaml, png_b64, write_safetensors
 from tests.fakehub import FakeHub
 from tests.test_handler import two_image_workflow
@@ -194,7 +195,7 @@ def workflow_input(prefix: str = "video/wf") -> dict:
 
 
 def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    return conftest.files_under(folder)
 
 
 # --- 1. the happy path ----------------------------------------------------------------------------

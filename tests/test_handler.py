@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import png_b64
+from tests.conftest import files_under, png_b64
+from wan_worker import background
 from wan_worker.handler import handler
 from wan_worker.models import MANIFEST
 
@@ -26,7 +27,7 @@ def prompts_sent(fake) -> list[dict]:
 
 
 def saved_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    return files_under(root)
 
 
 def test_i2v_job_returns_the_mp4_comfyui_saved(worker_env, fake):
@@ -286,6 +287,7 @@ def test_identical_jobs_twice_both_get_their_outputs(worker_env, fake):
     cached = [m for _, m in fake.ws_messages if m["type"] == "execution_cached" and m["data"]["nodes"]]
     assert len(cached) == 2  # the second run of each really was served from ComfyUI's cache
     assert saved_files(fake.output_dir) == []
+    assert background.wait_idle(5)  # emptied folders are removed right after the result
     assert list(fake.output_dir.iterdir()) == []  # the runs' folders are gone too
 
 

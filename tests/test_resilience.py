@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, png_b64
+from tests.conftest import files_under, free_port, png_b64
 from tests.test_cli import REPO
 from wan_worker import comfy
 from wan_worker.handler import handler
@@ -148,7 +148,7 @@ def test_failed_jobs_leave_comfyui_folders_clean(quick, fake):
     handler(job(timeout_s=1))
     fake.reset()
     assert fake.wait_idle(5)
-    leftovers = [p for d in (fake.input_dir, fake.output_dir) for p in Path(d).rglob("*") if p.is_file()]
+    leftovers = files_under(fake.input_dir, fake.output_dir)
     assert leftovers == []
 
 
@@ -189,6 +189,6 @@ def test_200_jobs_leave_nothing_behind_and_memory_stays_flat(comfy_process):
     for _ in range(180):
         assert "video" in handler(job())
     after = _rss_bytes()
-    leftovers = [p for d in ("input", "output") for p in (comfy_process / d).rglob("*") if p.is_file()]
+    leftovers = files_under(comfy_process / "input", comfy_process / "output")
     assert leftovers == []
     assert after <= before * 1.10, (before, after)

@@ -7,6 +7,7 @@ the handler decides what a result means.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import requests
 import websocket
 
+from . import background
 from .errors import (
     COMFY_UNAVAILABLE,
     EXECUTION_FAILED,
@@ -191,8 +193,9 @@ class ComfyClient:
         path = (base / out.subfolder / out.filename).resolve()
         return path if path.is_relative_to(base) and path.is_file() else None
 
-    def fetch(self, out: OutputFile, dest_dir: Path) -> Path:
-        """The saved file on local disk: in place when shared, else streamed from `/view`."""
+    def fetch(self, out: OutputFile, dest_dir: Callable[[], Path]) -> Path:
+        """The saved file on local disk: in place when shared, else streamed from `/view` into
+        `dest_dir()` (called only then, so a shared folder costs no temporary folder)."""
         local = self.local_path(out)
         if local is not None:
             return local
@@ -203,7 +206,7 @@ class ComfyClient:
                                          "output folder any more; send the job again.",
                               {"filename": out.filename, "subfolder": out.subfolder})
         self._ok(resp, f"fetching {out.filename}")
-        dest = dest_dir / f"{out.node_id}_{out.type}_{Path(out.filename).name}"
+        dest = dest_dir() / f"{out.node_id}_{out.type}_{Path(out.filename).name}"
         with resp, dest.open("wb") as fh:
             for chunk in resp.iter_content(1024 * 1024):
                 fh.write(chunk)
@@ -220,11 +223,22 @@ class ComfyClient:
             except WorkerError:
                 files = []
         targets = [OutputFile("", name, "", "input") for name in inputs] + list(files)
+        folders: dict[Path, Path] = {}
         for out in targets:
             path = self.local_path(out)
             if path is not None:
                 path.unlink(missing_ok=True)
-                self._remove_empty_parents(path.parent, (Path(self.settings.comfy_dir) / out.type).resolve())
+                folders[path.parent] = (Path(self.settings.comfy_dir) / out.type).resolve()
+        # The files are gone now; their emptied folders go right after the result is handed back
+        # (an rmdir can cost milliseconds: see wan_worker.background).
+        folders = {f: base for f, base in folders.items() if f != base}
+        if folders:
+            background.schedule(0.0, functools.partial(self._remove_folders, folders))
+
+    @classmethod
+    def _remove_folders(cls, folders: dict[Path, Path]) -> None:
+        for folder, base in folders.items():
+            cls._remove_empty_parents(folder, base)
 
     @staticmethod
     def _remove_empty_parents(folder: Path, base: Path) -> None:

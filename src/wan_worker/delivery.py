@@ -9,9 +9,9 @@ import base64
 import logging
 import mimetypes
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from . import s3
 from .errors import OUTPUT_TOO_LARGE, WorkerError
 from .settings import Settings
 
@@ -48,11 +48,20 @@ def b64_file(path: Path) -> str:
     return encoded.decode("ascii")
 
 
+def _s3() -> ModuleType:
+    """wan_worker.s3, imported on first use: boto3 and botocore add ~9 MB to every worker process
+    (measured, VmHWM), and a worker that returns base64 never needs them."""
+    from . import s3
+
+    return s3
+
+
 def deliver_video(path: Path, filename: str, job_id: str, output: str, settings: Settings) -> dict[str, Any]:
     """The I2V result's video fields: `video` (base64) or `video_url`."""
     size = path.stat().st_size
     fields: dict[str, Any] = {"mime_type": mime_type(filename), "filename": filename, "bytes": size}
     if use_s3(output, settings, size):
+        s3 = _s3()
         fields["video_url"] = s3.upload_file(path, s3.object_key(job_id, filename), settings,
                                              fields["mime_type"]).url
     else:
@@ -65,6 +74,7 @@ def deliver_files(files: list[tuple[Path, str]], job_id: str, output: str,
     """Workflow mode's `images` list, shaped as worker-comfyui returns it."""
     total = sum(path.stat().st_size for path, _ in files)
     if use_s3(output, settings, total):
+        s3 = _s3()
         return [{"filename": name, "type": "s3_url",
                  "data": s3.upload_file(path, s3.object_key(job_id, name), settings, mime_type(name)).url}
                 for path, name in files]

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import files_under, free_port
 from wan_worker import handler as handler_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ class RealComfy:
 
     def files(self) -> set[Path]:
         """Every file in ComfyUI's input/ and output/ folders."""
-        return {p for d in ("input", "output") for p in (self.comfy_dir / d).rglob("*") if p.is_file()}
+        return set(files_under(self.comfy_dir / "input", self.comfy_dir / "output"))
 
     def history(self) -> dict[str, Any]:
         return requests.get(f"{self.url}/history", timeout=10).json()
