@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import logging
 import mimetypes
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,16 @@ def deliver_files(files: list[tuple[Path, str]], job_id: str, output: str,
                  "data": s3.upload_file(path, s3.object_key(job_id, name), settings, mime_type(name)).url}
                 for path, name in files]
     return [{"filename": name, "type": "base64", "data": b64_file(path)} for path, name in files]
+
+
+def deliver_last_frame(png: bytes, video_filename: str, job_id: str, as_url: bool,
+                       settings: Settings) -> dict[str, Any]:
+    """The video's last frame (for chaining clips): `last_frame_url` beside a `video_url`, else
+    `last_frame` as base64."""
+    name = video_filename.rsplit(".", 1)[0] + "_last.png"
+    if not as_url:
+        return {"last_frame": base64.b64encode(png).decode("ascii")}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(png)
+        return {"last_frame_url": s3.upload_file(path, s3.object_key(job_id, name), settings, "image/png").url}
