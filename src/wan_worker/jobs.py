@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Protocol
 
 from . import loras as lora_files
 from .graphs import VideoParams, spec_for
@@ -23,6 +23,12 @@ from .settings import Settings
 from .workflow import Graph, Workflow
 
 log = logging.getLogger(__name__)
+
+
+class Timed(Protocol):
+    """The handler's timings: `with timings.phase("image"): ...` adds to the result's timings_ms."""
+
+    def phase(self, name: str) -> ContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -53,13 +59,13 @@ class Plan:
 
 
 def plan(settings: Settings, workflows: dict[str, Workflow], job_id: str, req: Request,
-         progress: Progress, timings: Any) -> Plan:
+         progress: Progress, timings: Timed) -> Plan:
     if isinstance(req, WorkflowRequest):
         return plan_workflow(settings, req, timings)
     return plan_video(settings, workflows, job_id, req, progress, timings)
 
 
-def plan_workflow(settings: Settings, req: WorkflowRequest, timings: Any) -> Plan:
+def plan_workflow(settings: Settings, req: WorkflowRequest, timings: Timed) -> Plan:
     """The client's own graph and files; the graph brings its own models, which ComfyUI validates."""
     with timings.phase("image"):
         media: list[Media] = [load_media(i.name, i.image, settings, f"images[{n}].image")
@@ -69,7 +75,7 @@ def plan_workflow(settings: Settings, req: WorkflowRequest, timings: Any) -> Pla
 
 
 def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, req: I2VRequest,
-               progress: Progress, timings: Any) -> Plan:
+               progress: Progress, timings: Timed) -> Plan:
     wf = workflows[spec_for(req.end_image is not None).name]
     with timings.phase("validate"):
         volume = check_volume(settings, wf.model_names())
@@ -100,7 +106,7 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
 
 
 def resolve_loras(req: I2VRequest, settings: Settings, progress: Progress,
-                  timings: Any) -> list[lora_files.ResolvedLora]:
+                  timings: Timed) -> list[lora_files.ResolvedLora]:
     """The job's LoRAs, found or downloaded (a dry run never downloads), progress while downloading."""
     if not req.loras:
         return []

@@ -195,9 +195,8 @@ def cache_dir(settings: Settings, dirs: Sequence[Path]) -> tuple[Path, str]:
             "under one of them, or add it to extra_model_paths.yaml.",
             {"setting": "LORA_CACHE_DIR"},
         )
-    base = next((Path(d) for d in dirs if Path(d).is_dir()), Path(dirs[0]) if dirs else None)
-    if base is None:
-        raise WorkerError(STARTUP_FAILED, "No loras folder is configured; check extra_model_paths.yaml.", {})
+    # model_dirs always lists at least ComfyUI's own models/loras; prefer a folder that exists (the volume)
+    base = next((Path(d) for d in dirs if Path(d).is_dir()), Path(dirs[0]))
     return base / CACHE_FOLDER, CACHE_FOLDER
 
 
