@@ -235,6 +235,14 @@ def test_broken_workflow_setting_is_an_error_for_every_job(worker_env, fake, mon
         assert result["error_code"] == "STARTUP_FAILED" and "WORKFLOWS_DIR" in result["error"]
 
 
+def test_the_old_workflow_setting_is_not_silently_ignored(worker_env, monkeypatch):
+    monkeypatch.setenv("WORKFLOW_PATH", "/somewhere/wan22_i2v.json")
+    from wan_worker import handler as h
+    h.worker.cache_clear()
+    result = handler(job())
+    assert result["error_code"] == "STARTUP_FAILED" and "WORKFLOWS_DIR" in result["error"]
+
+
 def test_bad_setting_value_is_reported(worker_env, monkeypatch):
     monkeypatch.setenv("JOB_TIMEOUT_S", "soon")
     from wan_worker import handler as h

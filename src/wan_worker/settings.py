@@ -127,6 +127,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 f"Setting {name}={env[name]!r} is not valid ({exc}); fix the endpoint's environment.",
                 {"setting": name},
             ) from None
+    if "WORKFLOW_PATH" in env:  # read before 0.2: one file; there is a graph per job kind now
+        raise WorkerError(
+            STARTUP_FAILED,
+            "Setting WORKFLOW_PATH is no longer read; set WORKFLOWS_DIR to a folder holding wan22_i2v.json "
+            "and wan22_flf2v.json, or unset it to use the bundled graphs.",
+            {"setting": "WORKFLOW_PATH"},
+        )
     if "COMFY_HOST" not in env and "COMFY_PORT" in env:
         values["comfy_host"] = f"127.0.0.1:{env['COMFY_PORT'].strip()}"
     return Settings(**values)  # type: ignore[arg-type]
