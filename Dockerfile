@@ -45,9 +45,10 @@ RUN python3.12 -m venv /opt/comfy-venv \
  && /opt/comfy-venv/bin/pip install --index-url "${TORCH_INDEX_URL}" \
       "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCH_VERSION}"
 
-# ComfyUI at the pinned version and its requirements.
+# ComfyUI at the pinned version and its requirements. requests: ComfyUI's server imports it
+# (app/frontend_management.py) without listing it, and huggingface_hub no longer brings it in.
 COPY --from=build /comfyui /comfyui
-RUN /opt/comfy-venv/bin/pip install -r /comfyui/requirements.txt
+RUN /opt/comfy-venv/bin/pip install -r /comfyui/requirements.txt requests
 
 # The worker in a venv of its own (small; cannot disturb ComfyUI's packages). A code change only
 # rebuilds from here down: seconds.

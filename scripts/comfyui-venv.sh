@@ -25,5 +25,7 @@ fi
 reqs=$(mktemp)
 trap 'rm -f "$reqs"' EXIT
 grep -v -E '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*($|[<>=!~;#])' "$comfy/requirements.txt" > "$reqs"
-"${pip[@]}" -r "$reqs"
+# requests: ComfyUI's server imports it (app/frontend_management.py) but its requirements do not
+# list it, and huggingface_hub no longer brings it in. The Dockerfile adds it the same way.
+"${pip[@]}" -r "$reqs" requests
 "$venv/bin/python" -c 'import torch, safetensors, sentencepiece, av; print("comfyui venv: torch", torch.__version__)'

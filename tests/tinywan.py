@@ -1,0 +1,294 @@
+"""Tiny stand-ins of the Wan2.2 model files, with the real key layout, for the real-ComfyUI tier.
+
+ComfyUI recognises a model by its tensor names and shapes (comfy/model_detection.py, comfy/sd.py),
+so files with the real layout at tiny sizes make the real ComfyUI execute our graphs in seconds on
+a CPU. What each file must hold (and why) is written beside its builder below; every file is
+deterministic from a seed. Written by hand from ComfyUI's model code, not by importing it, so the
+tier also proves that our idea of each layout matches what ComfyUI loads.
+
+Needs torch, safetensors and sentencepiece: run it with ComfyUI's interpreter,
+`python -m tests.tinywan DIR [--seed N]` from the repository root (DIR gets one folder per model
+folder, as a volume has them). The file names come from the worker's manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import save_file
+
+Shapes = dict[str, tuple[int, ...]]
+
+# The tiny DiT: one attention head of 128 (ComfyUI derives heads as dim // 128), two blocks.
+DIM, FFN, LAYERS, OUT_DIM, TEXT_DIM, FREQ_DIM = 128, 256, 2, 16, 4096, 256
+I2V_IN_DIM = 36  # 16 noise + 4 mask + 16 image latent channels: what Wan2.2 I2V 14B experts take
+LORA_RANK = 4
+
+# UMT5-XXL, whose config ComfyUI fixes (comfy/text_encoders/umt5_config_xxl.json).
+T5_LAYERS, T5_DIM, T5_FF, T5_HEADS, T5_BUCKETS = 24, 4096, 10240, 64, 32
+TOKENIZER_TEXT = (
+    "a cat turns its head and blinks slowly in the warm light",
+    "the camera pans across a quiet street at dawn with soft fog",
+    "waves roll onto the beach while birds fly over the water",
+    "a red car drives down a winding mountain road in autumn",
+    "bright colors, overexposed, static, blurred details, subtitles, low quality",
+    "a person walks through a forest, leaves falling around them",
+)
+
+
+# ------------------------------------------------------------------ layouts (name -> shape)
+
+def _linear(name: str, out_f: int, in_f: int) -> Shapes:
+    return {f"{name}.weight": (out_f, in_f), f"{name}.bias": (out_f,)}
+
+
+def dit_shapes(in_dim: int = I2V_IN_DIM) -> Shapes:
+    """comfy.ldm.wan.model.WanModel without img_emb: what the Wan2.2 14B experts are."""
+    s: Shapes = {"patch_embedding.weight": (DIM, in_dim, 1, 2, 2), "patch_embedding.bias": (DIM,)}
+    s |= _linear("text_embedding.0", DIM, TEXT_DIM) | _linear("text_embedding.2", DIM, DIM)
+    s |= _linear("time_embedding.0", DIM, FREQ_DIM) | _linear("time_embedding.2", DIM, DIM)
+    s |= _linear("time_projection.1", DIM * 6, DIM)
+    for i in range(LAYERS):
+        b = f"blocks.{i}"
+        for attn in ("self_attn", "cross_attn"):
+            for proj in "qkvo":
+                s |= _linear(f"{b}.{attn}.{proj}", DIM, DIM)
+            s[f"{b}.{attn}.norm_q.weight"] = (DIM,)
+            s[f"{b}.{attn}.norm_k.weight"] = (DIM,)
+        s |= {f"{b}.norm3.weight": (DIM,), f"{b}.norm3.bias": (DIM,)}
+        s |= _linear(f"{b}.ffn.0", FFN, DIM) | _linear(f"{b}.ffn.2", DIM, FFN)
+        s[f"{b}.modulation"] = (1, 6, DIM)
+    s |= _linear("head.head", OUT_DIM * 4, DIM)  # out_dim * patch (1x2x2)
+    s["head.modulation"] = (1, 2, DIM)
+    return s
+
+
+def lora_shapes(rank: int = LORA_RANK) -> Shapes:
+    """A LoRA for every Linear of the DiT's blocks (down/up/alpha), diff_b for their biases and
+    diff for the norms: the keys comfy/lora.py maps to a Wan model, all of them applied."""
+    s: Shapes = {}
+    for name, shape in dit_shapes().items():
+        if not name.startswith("blocks.") or name.endswith(".modulation"):
+            continue
+        key = "diffusion_model." + name.rsplit(".", 1)[0]
+        if len(shape) == 2:
+            s |= {f"{key}.lora_down.weight": (rank, shape[1]), f"{key}.lora_up.weight": (shape[0], rank),
+                  f"{key}.alpha": ()}
+        elif name.endswith(".bias"):
+            s[f"{key}.diff_b"] = shape
+        else:
+            s[f"{key}.diff"] = shape
+    return s
+
+
+def _causal_conv(name: str, out_c: int, in_c: int, k: tuple[int, int, int] = (3, 3, 3)) -> Shapes:
+    return {f"{name}.weight": (out_c, in_c, *k), f"{name}.bias": (out_c,)}
+
+
+def _residual(name: str, in_c: int, out_c: int) -> Shapes:
+    s = {f"{name}.residual.0.gamma": (in_c, 1, 1, 1), f"{name}.residual.3.gamma": (out_c, 1, 1, 1)}
+    s |= _causal_conv(f"{name}.residual.2", out_c, in_c) | _causal_conv(f"{name}.residual.6", out_c, out_c)
+    if in_c != out_c:
+        s |= _causal_conv(f"{name}.shortcut", out_c, in_c, (1, 1, 1))
+    return s
+
+
+def _attention(name: str, c: int) -> Shapes:
+    return {f"{name}.norm.gamma": (c, 1, 1), f"{name}.to_qkv.weight": (c * 3, c, 1, 1),
+            f"{name}.to_qkv.bias": (c * 3,), f"{name}.proj.weight": (c, c, 1, 1), f"{name}.proj.bias": (c,)}
+
+
+def _resample(name: str, c: int, mode: str) -> Shapes:
+    out_c = c // 2 if mode.startswith("up") else c
+    s = {f"{name}.resample.1.weight": (out_c, c, 3, 3), f"{name}.resample.1.bias": (out_c,)}
+    if mode == "upsample3d":
+        s |= _causal_conv(f"{name}.time_conv", c * 2, c, (3, 1, 1))
+    elif mode == "downsample3d":
+        s |= _causal_conv(f"{name}.time_conv", c, c, (3, 1, 1))
+    return s
+
+
+def _middle_and_head(prefix: str, mid_c: int, head_c: int, head_out: int) -> Shapes:
+    s = _residual(f"{prefix}.middle.0", mid_c, mid_c) | _attention(f"{prefix}.middle.1", mid_c)
+    s |= _residual(f"{prefix}.middle.2", mid_c, mid_c)
+    s[f"{prefix}.head.0.gamma"] = (head_c, 1, 1, 1)
+    return s | _causal_conv(f"{prefix}.head.2", head_out, head_c)
+
+
+def vae21_shapes(dim: int = 96, z_dim: int = 16) -> Shapes:
+    """comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16) in full (ComfyUI fixes its config for a 2.1 VAE):
+    encoder, the two 1x1 convs, decoder. 126.9 M parameters."""
+    mult = (1, 2, 4, 4)
+    enc = [dim * m for m in (1, *mult)]  # 96 96 192 384 384
+    s = _causal_conv("encoder.conv1", enc[0], 3)
+    n, downs = 0, ("downsample2d", "downsample3d", "downsample3d")
+    for i, (c_in, c_out) in enumerate(zip(enc[:-1], enc[1:])):
+        for _ in range(2):
+            s |= _residual(f"encoder.downsamples.{n}", c_in, c_out)
+            n, c_in = n + 1, c_out
+        if i < len(downs):
+            s |= _resample(f"encoder.downsamples.{n}", c_out, downs[i])
+            n += 1
+    s |= _middle_and_head("encoder", enc[-1], enc[-1], z_dim * 2)
+    s |= _causal_conv("conv1", z_dim * 2, z_dim * 2, (1, 1, 1)) | _causal_conv("conv2", z_dim, z_dim, (1, 1, 1))
+    dec = [dim * m for m in (mult[-1], *mult[::-1])]  # 384 384 384 192 96
+    s |= _causal_conv("decoder.conv1", dec[0], z_dim)
+    n, ups = 0, ("upsample3d", "upsample3d", "upsample2d")
+    for i, (c_in, c_out) in enumerate(zip(dec[:-1], dec[1:])):
+        c_in = c_in // 2 if i > 0 else c_in  # an upsample halves the channels before the next stage
+        for _ in range(3):
+            s |= _residual(f"decoder.upsamples.{n}", c_in, c_out)
+            n, c_in = n + 1, c_out
+        if i < len(ups):
+            s |= _resample(f"decoder.upsamples.{n}", c_out, ups[i])
+            n += 1
+    return s | _middle_and_head("decoder", dec[0], dec[-1], 3)
+
+
+def umt5_small_shapes() -> Shapes:
+    """Every small tensor of UMT5-XXL's encoder: layer norms and each block's relative attention
+    bias. ComfyUI builds the whole 5.7 B model regardless; what is not stored stays untouched
+    (zero) memory, but a small tensor left out would be uninitialised and turn the output to NaN."""
+    s: Shapes = {"encoder.final_layer_norm.weight": (T5_DIM,)}
+    for i in range(T5_LAYERS):
+        b = f"encoder.block.{i}.layer"
+        s |= {f"{b}.0.layer_norm.weight": (T5_DIM,), f"{b}.1.layer_norm.weight": (T5_DIM,),
+              f"{b}.0.SelfAttention.relative_attention_bias.weight": (T5_BUCKETS, T5_HEADS)}
+    return s
+
+
+# ------------------------------------------------------------------ values
+
+def _is_norm(name: str) -> bool:
+    return name.endswith((".gamma", "norm_q.weight", "norm_k.weight", "norm3.weight", "layer_norm.weight"))
+
+
+def _values(shapes: Shapes, seed: int, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """Random weights scaled by 1/sqrt(fan_in) (activations keep their scale through the layers),
+    biases 0, norm weights 1: a network that passes a signal through, deterministic from `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    for name in sorted(shapes):
+        shape = shapes[name]
+        if _is_norm(name):
+            t = torch.ones(shape)
+        elif name.endswith((".bias", "relative_attention_bias.weight")):
+            t = torch.zeros(shape)
+        else:
+            fan_in = math.prod(shape[1:]) if len(shape) > 1 else max(1, math.prod(shape))
+            t = torch.randn(shape, generator=gen) / math.sqrt(fan_in)
+        yield name, t.to(dtype)
+
+
+def _save(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
+    return path
+
+
+def write_expert(path: Path, seed: int, in_dim: int = I2V_IN_DIM) -> Path:
+    """A Wan2.2 14B-class expert at tiny size (~2.2 MB fp16); ComfyUI detects Wan 2.1-family t2v
+    with this in_dim, the class the real I2V experts get."""
+    return _save(path, dict(_values(dit_shapes(in_dim), seed, torch.float16)))
+
+
+def write_lora(path: Path, seed: int, rank: int = LORA_RANK, scale: float = 1.0) -> Path:
+    """A LoRA of the tiny DiT's layout (~64 KB). `scale` multiplies the up weights, so 0 gives a
+    LoRA whose every key loads but changes nothing."""
+    tensors = {}
+    for name, t in _values(lora_shapes(rank), seed, torch.float16):
+        if name.endswith(".alpha"):
+            t = torch.tensor(float(rank), dtype=torch.float16)
+        elif name.endswith((".lora_up.weight", ".diff", ".diff_b")):
+            t = (torch.randn(t.shape, generator=torch.Generator().manual_seed(seed + len(name)))
+                 * 0.5 * scale).to(torch.float16)
+        tensors[name] = t
+    return _save(path, tensors)
+
+
+def write_foreign_lora(path: Path, seed: int = 0) -> Path:
+    """A LoRA made for another model family (SD1.5 UNet keys): ComfyUI would load none of it."""
+    gen = torch.Generator().manual_seed(seed)
+    key = "lora_unet_down_blocks_0_attentions_0_proj_in"
+    return _save(path, {f"{key}.lora_down.weight": torch.randn(4, 320, generator=gen).half(),
+                        f"{key}.lora_up.weight": torch.randn(320, 4, generator=gen).half(),
+                        f"{key}.alpha": torch.tensor(4.0).half()})
+
+
+def tokenizer_model() -> bytes:
+    """A tiny SentencePiece model with T5's special ids (pad 0, eos 1, unk 2), trained in memory."""
+    import sentencepiece as spm
+
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TOKENIZER_TEXT * 20), model_writer=out, vocab_size=64,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
+        minloglevel=2, hard_vocab_limit=False)
+    return out.getvalue()
+
+
+def write_text_encoder(path: Path, seed: int) -> Path:
+    """UMT5-XXL as ComfyUI recognises it: the last block's wi_1 at full shape (zeros, fp8: 42 MB),
+    the small tensors, and the SentencePiece tokenizer as a `spiece_model` uint8 tensor."""
+    tensors = dict(_values(umt5_small_shapes(), seed, torch.float16))
+    tensors["encoder.block.23.layer.1.DenseReluDense.wi_1.weight"] = torch.zeros(
+        (T5_FF, T5_DIM), dtype=torch.float8_e4m3fn)
+    tensors["spiece_model"] = torch.frombuffer(bytearray(tokenizer_model()), dtype=torch.uint8)
+    return _save(path, tensors)
+
+
+def write_vae(path: Path, seed: int) -> Path:
+    """The full Wan 2.1 VAE with random weights, stored fp16 (~254 MB)."""
+    return _save(path, dict(_values(vae21_shapes(), seed, torch.float16)))
+
+
+# ------------------------------------------------------------------ a whole volume
+
+def _manifest() -> list[tuple[str, str]]:
+    """(folder, name) of every file the worker's manifest lists: one source of the real names."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+    from wan_worker.models import MANIFEST
+
+    return [(m.folder, m.name) for m in MANIFEST]
+
+
+def write_file(models_dir: Path, folder: str, name: str, seed: int) -> Path:
+    """One manifest file, built by what its folder holds; each name gets a seed of its own."""
+    path = models_dir / folder / name
+    own_seed = seed * 1000 + sum(name.encode()) % 997
+    if folder == "diffusion_models":
+        return write_expert(path, own_seed)
+    if folder == "loras":
+        return write_lora(path, own_seed)
+    if folder == "text_encoders":
+        return write_text_encoder(path, own_seed)
+    if folder == "vae":
+        return write_vae(path, own_seed)
+    raise ValueError(f"no tiny stand-in for {folder}/{name}")
+
+
+def write_volume(models_dir: Path, seed: int = 0) -> list[Path]:
+    """Every file of the manifest under `models_dir/<folder>/<name>`."""
+    return [write_file(models_dir, folder, name, seed) for folder, name in _manifest()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.tinywan", description=__doc__.split("\n")[0])
+    parser.add_argument("dir", type=Path, help="models folder to fill (diffusion_models/, loras/, ...)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for path in write_volume(args.dir, args.seed):
+        print(f"{path.stat().st_size:>12,d}  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
