@@ -140,6 +140,15 @@ def test_lora_dry_run_shows_names_and_strengths_without_downloading(worker_env, 
     assert len([n for n in result["workflow"].values() if n["_meta"]["title"].startswith("User LoRA")]) == 2
 
 
+def test_dry_run_reports_lora_problems_as_it_reports_missing_models(worker_env, fake, volume):
+    write_lora(volume / "loras" / "sdxl.safetensors", ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight",))
+    result = handler(job(loras=[{"low": "nope.safetensors"}, {"high": "sdxl.safetensors"}], dry_run=True))
+    assert "error" not in result, result
+    states = [(lo["expert"], lo["state"]) for lo in result["checks"]["loras"]]
+    assert states == [("low", "missing"), ("high", "incompatible")]
+    assert "nope.safetensors" in result["checks"]["loras"][0]["problem"]
+
+
 def test_missing_lora_is_reported_before_comfyui(worker_env, fake, volume):
     result = handler(job(loras=[{"low": "nope.safetensors"}]))
     assert result["error_code"] == "MODELS_MISSING" and "nope.safetensors" in result["error"]
