@@ -15,6 +15,7 @@ read here and a file without Wan-style keys is refused (see WAN_KEY).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -266,7 +267,8 @@ def _download_once(choice: LoraChoice, dest: Path, settings: Settings, progress:
             _download(choice, dest, settings, progress)
             return "downloaded"
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # a filesystem without locks: nothing to release
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _lock(lock: Any, choice: LoraChoice, settings: Settings) -> None:
