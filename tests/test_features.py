@@ -8,7 +8,6 @@ import json
 import threading
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -311,8 +310,8 @@ def test_media_over_max_input_mb(worker_env, fake, monkeypatch):
     monkeypatch.setenv("MAX_INPUT_MB", "0.001")
     handler_module.worker.cache_clear()
     mp4 = (FIXTURES / "success.mp4").read_bytes()
-    result = handler({"id": "media-5", "input": {"workflow": media_workflow(),
-                                                  "images": [{"name": "clip.mp4", "image": base64.b64encode(mp4).decode()}]}})
+    images = [{"name": "clip.mp4", "image": base64.b64encode(mp4).decode()}]
+    result = handler({"id": "media-5", "input": {"workflow": media_workflow(), "images": images}})
     assert result["error_code"] == "INVALID_INPUT" and "MAX_INPUT_MB" in result["error"]
 
 
