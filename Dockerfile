@@ -15,6 +15,8 @@ RUN git clone --depth 1 --branch "v${COMFYUI_VERSION}" https://github.com/comfya
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
+# the bundled graphs: the build maps workflows/ into the wheel as wan_worker/workflows
+COPY workflows ./workflows
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- stage 2: the runtime image

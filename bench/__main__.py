@@ -168,10 +168,10 @@ class Bench:
                    warmup: int, jobs: int) -> dict[str, Any]:
         host = f"127.0.0.1:{port}"
         assert self.s3 is not None
-        from wan_worker.settings import _bundled_workflow_path
+        from wan_worker.settings import bundled_workflows_dir
 
         cfg = {"mode": mode, "size": size, "image": str(self.image), "comfy_host": host, "comfy_dir": str(root),
-               "workflow": _bundled_workflow_path(),
+               "workflow": str(bundled_workflows_dir() / "wan22_i2v.json"),
                "s3": {"endpoint": self.s3.endpoint, "access_key": self.s3.access_key,
                       "secret_key": self.s3.secret_key, "bucket": self.s3.bucket}}
         tag = f"{size_mb:g}MB-{mode}"

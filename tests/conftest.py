@@ -36,6 +36,23 @@ def write_safetensors(path: Path, payload: bytes = b"\0" * 16) -> Path:
     return path
 
 
+WAN_LORA_KEYS = ("diffusion_model.blocks.0.self_attn.q.lora_down.weight",
+                 "diffusion_model.blocks.0.self_attn.q.lora_up.weight",
+                 "diffusion_model.blocks.0.self_attn.q.alpha")
+
+
+def write_lora(path: Path, keys: tuple[str, ...] = WAN_LORA_KEYS, tensor_bytes: int = 16) -> Path:
+    """A small safetensors file with the given tensor names (Wan-style by default)."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    for n, key in enumerate(keys):
+        header[key] = {"dtype": "F32", "shape": [tensor_bytes // 4],
+                       "data_offsets": [n * tensor_bytes, (n + 1) * tensor_bytes]}
+    raw = json.dumps(header).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * tensor_bytes * len(keys))
+    return path
+
+
 def png_b64(width: int = 96, height: int = 54, color=(200, 80, 40), fmt: str = "PNG") -> str:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, fmt)

@@ -228,12 +228,20 @@ def test_dry_run_reports_missing_models_without_failing(worker_env, fake, volume
 # -- start-up problems and an absent ComfyUI -------------------------------------------------
 
 def test_broken_workflow_setting_is_an_error_for_every_job(worker_env, fake, monkeypatch, tmp_path):
-    monkeypatch.setenv("WORKFLOW_PATH", str(tmp_path / "nope.json"))
+    monkeypatch.setenv("WORKFLOWS_DIR", str(tmp_path / "nope"))
     from wan_worker import handler as h
     h.worker.cache_clear()
     for _ in range(2):
         result = handler(job())
-        assert result["error_code"] == "STARTUP_FAILED" and "WORKFLOW_PATH" in result["error"]
+        assert result["error_code"] == "STARTUP_FAILED" and "WORKFLOWS_DIR" in result["error"]
+
+
+def test_the_old_workflow_setting_is_not_silently_ignored(worker_env, monkeypatch):
+    monkeypatch.setenv("WORKFLOW_PATH", "/somewhere/wan22_i2v.json")
+    from wan_worker import handler as h
+    h.worker.cache_clear()
+    result = handler(job())
+    assert result["error_code"] == "STARTUP_FAILED" and "WORKFLOWS_DIR" in result["error"]
 
 
 def test_bad_setting_value_is_reported(worker_env, monkeypatch):

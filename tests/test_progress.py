@@ -59,7 +59,7 @@ def test_phases_steps_and_percent():
     p.phase("loading_models")
     for e in events("95", 0) + events("86", 2) + events("96", 0) + events("85", 2) + events("87", 0):
         p.on_event(e)
-    assert sent[0] == {"phase": "loading_models", "percent": 0}
+    assert sent[0] == {"phase": "loading_models", "percent": 5}  # after downloading_loras (0-5)
     assert {"phase": "sampling_high", "step": 1, "steps": 2, "percent": 30} in sent
     assert {"phase": "sampling_low", "step": 2, "steps": 2, "percent": 90} in sent
     assert sent[-1] == {"phase": "decoding", "percent": 90}

@@ -87,6 +87,25 @@ def test_input_as_json_string_is_accepted():
         ({"image": ""}, "image"),
         ({"image": 12}, "image"),
         ({"colour": "red"}, "colour"),
+        ({"end_image": ""}, "end_image"),
+        ({"end_image": 5}, "end_image"),
+        ({"resolution": "1080p"}, "resolution"),
+        ({"resolution": 720}, "resolution"),
+        ({"return_last_frame": "yes"}, "return_last_frame"),
+        ({"loras": {"name": "a.safetensors"}}, "loras"),
+        ({"loras": [{"name": "a.safetensors"}] * 5}, "loras"),
+        ({"loras": ["a.safetensors"]}, "loras[0]"),
+        ({"loras": [{"name": "../a.safetensors"}]}, "loras[0].name"),
+        ({"loras": [{"name": "/abs/a.safetensors"}]}, "loras[0].name"),
+        ({"loras": [{"name": "a.ckpt"}]}, "loras[0].name"),
+        ({"loras": [{"name": "ftp://host/a.safetensors"}]}, "loras[0].name"),
+        ({"loras": [{"name": "a.safetensors", "strength": 4.5}]}, "loras[0].strength"),
+        ({"loras": [{"high": "a.safetensors", "high_strength": -5}]}, "loras[0].high_strength"),
+        ({"loras": [{"low": "C:\\loras\\a.safetensors"}]}, "loras[0].low"),
+        ({"loras": [{"name": "a.safetensors", "high": "b.safetensors"}]}, "loras[0]"),
+        ({"loras": [{"high_strength": 1.0, "low": "b.safetensors"}]}, "loras[0]"),
+        ({"loras": [{}]}, "loras[0]"),
+        ({"loras": [{"name": "a.safetensors", "weight": 1}]}, "loras[0].weight"),
     ],
 )
 def test_bad_values_name_the_field(fields, field):
@@ -179,3 +198,20 @@ def test_one_side_given_the_other_follows():
     assert resolve_size(parse(width=1280), 1920, 1080) == (1280, 720)
     assert resolve_size(parse(height=720), 1920, 1080) == (1280, 720)
     assert resolve_size(parse(width=640, height=640), 1920, 1080) == (640, 640)
+
+
+def test_lora_forms_and_defaults():
+    req = parse(loras=[{"name": "style/a.safetensors"}, {"high": "https://huggingface.co/u/r/resolve/main/h.safetensors",
+                                                          "low": "b.safetensors", "low_strength": -0.5},
+                       {"low": "c.sft", "low_strength": 0}])
+    assert [e.per_expert() for e in req.loras] == [
+        [("high", "style/a.safetensors", 1.0, "name"), ("low", "style/a.safetensors", 1.0, "name")],
+        [("high", "https://huggingface.co/u/r/resolve/main/h.safetensors", 1.0, "high"),
+         ("low", "b.safetensors", -0.5, "low")],
+        [("low", "c.sft", 0.0, "low")],
+    ]
+
+
+def test_new_fields_defaults():
+    req = parse()
+    assert (req.end_image, req.loras, req.return_last_frame, req.resolution) == (None, [], False, "480p")

@@ -1,5 +1,5 @@
-"""The bundled workflow: every role present, valid against ComfyUI 0.3.64's real node schemas,
-and a job's values land where they belong."""
+"""The bundled graphs: every role present, valid against ComfyUI 0.3.64's real node schemas,
+a job's values land where they belong, and user LoRAs chain after the LightX2V LoRAs."""
 from __future__ import annotations
 
 import json
@@ -10,15 +10,28 @@ import pytest
 from wan_worker.errors import STARTUP_FAILED, WorkerError
 from wan_worker.models import MANIFEST
 from wan_worker.settings import load_settings
-from wan_worker.workflow import ROLES, I2VParams, build_i2v, load_workflow
+from wan_worker.graphs import FLF2V, GRAPHS, I2V, VideoParams
+from wan_worker.workflow import LoraNode, Workflow, load_workflow
 from tests.fakecomfy.validate import validate_prompt
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+ROLES = I2V.roles
+
+
 @pytest.fixture(scope="module")
 def wf():
-    return load_workflow(load_settings({}).workflow_file)
+    return load_workflow(I2V, load_settings({}).workflows_path)
+
+
+@pytest.fixture(scope="module")
+def flf():
+    return load_workflow(FLF2V, load_settings({}).workflows_path)
+
+
+def build_i2v(wf: Workflow, p: VideoParams) -> dict:
+    return wf.build(p)
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +39,11 @@ def object_info():
     return json.loads((FIXTURES / "object_info.json").read_text())
 
 
-def params(**over) -> I2VParams:
+def params(**over) -> VideoParams:
     base = dict(image_name="wan_job1.png", prompt="a fox runs", negative_prompt=None, seed=123456789012345,
                 width=848, height=480, length=49, fps=24.0, steps=6, cfg=1.5, shift=6.0, lora_strength=0.8,
                 switch_step=3, sampler="dpmpp_2m", scheduler="karras", filename_prefix="video/wan_job1")
-    return I2VParams(**{**base, **over})
+    return VideoParams(**{**base, **over})
 
 
 def test_every_role_is_found_once(wf):
@@ -60,7 +73,7 @@ def test_job_values_are_applied_by_role(wf):
     node = lambda role: g[wf.roles[role]]["inputs"]  # noqa: E731
     assert node("Start Image")["image"] == "wan_job1.png"
     assert node("Positive Prompt")["text"] == "a fox runs"
-    assert node("Negative Prompt")["text"] == wf.default_negative_prompt
+    assert node("Negative Prompt")["text"] == wf.default("Negative Prompt", "text")
     assert (node("Image To Video")["width"], node("Image To Video")["height"], node("Image To Video")["length"]) \
         == (848, 480, 49)
     assert node("Create Video")["fps"] == 24.0
@@ -92,9 +105,9 @@ def test_node_ids_do_not_matter(wf, tmp_path):
             if isinstance(v, list) and len(v) == 2 and v[0] in mapping:
                 node["inputs"][k] = [mapping[v[0]], v[1]]
         renumbered[mapping[old]] = node
-    path = tmp_path / "renumbered.json"
+    path = tmp_path / I2V.file
     path.write_text(json.dumps(renumbered))
-    other = load_workflow(path)
+    other = load_workflow(I2V, tmp_path)
     assert other.roles["Save Video"] == mapping[wf.roles["Save Video"]]
     g = build_i2v(other, params())
     assert g[other.roles["Start Image"]]["inputs"]["image"] == "wan_job1.png"
@@ -113,19 +126,76 @@ def test_node_ids_do_not_matter(wf, tmp_path):
 def test_broken_workflow_is_a_clear_startup_error(wf, tmp_path, mutate, needle):
     g = json.loads(json.dumps(wf.graph))
     mutate(g)
-    path = tmp_path / "wf.json"
+    path = tmp_path / I2V.file
     path.write_text(json.dumps(g))
     with pytest.raises(WorkerError) as info:
-        load_workflow(path)
+        load_workflow(I2V, tmp_path)
     assert info.value.code == STARTUP_FAILED and needle in info.value.message
 
 
 def test_unreadable_and_ui_format_workflows(tmp_path):
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    ui = tmp_path / "ui.json"
-    ui.write_text(json.dumps({"nodes": [], "links": []}))
-    for path, needle in ((bad, "JSON"), (ui, "API format"), (tmp_path / "missing.json", "JSON")):
+    for n, (content, needle) in enumerate((("{not json", "JSON"), (json.dumps({"nodes": [], "links": []}),
+                                                                    "API format"), (None, "JSON"))):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        if content is not None:
+            (folder / I2V.file).write_text(content)
         with pytest.raises(WorkerError) as info:
-            load_workflow(path)
-        assert needle in info.value.message
+            load_workflow(I2V, folder)
+        assert needle in info.value.message and "WORKFLOWS_DIR" in info.value.message
+
+
+# -- first-last-frame and user LoRAs -----------------------------------------------------------
+
+def test_every_bundled_graph_loads_with_its_roles_and_the_manifest_models():
+    for spec in GRAPHS:
+        loaded = load_workflow(spec, load_settings({}).workflows_path)
+        assert set(loaded.roles) == set(spec.roles)
+        assert loaded.model_names() == {m.name for m in MANIFEST}
+
+
+def test_flf2v_job_graph_passes_comfyui_validation(flf, object_info, tmp_path):
+    for name in ("wan_job1.png", "wan_job1_end.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    g = flf.build(params(end_image_name="wan_job1_end.jpg"))
+    ok, body = validate_prompt(g, object_info, tmp_path)
+    assert ok, body
+    node = lambda role: g[flf.roles[role]]["inputs"]  # noqa: E731
+    video = node("First Last Frame To Video")
+    assert (video["width"], video["height"], video["length"]) == (848, 480, 49)
+    assert video["start_image"] == [flf.roles["Start Image"], 0]
+    assert video["end_image"] == [flf.roles["End Image"], 0]
+    assert node("End Image")["image"] == "wan_job1_end.jpg"
+    assert node("Start Image")["image"] == "wan_job1.png"
+
+
+def lora_chain(g: dict, start: str) -> list[str]:
+    """Follow the model links from the shift node back to the loader: the LoRA names in order."""
+    names, node = [], g[start]["inputs"]["model"][0]
+    while g[node]["class_type"] == "LoraLoaderModelOnly":
+        names.append(g[node]["inputs"]["lora_name"])
+        node = g[node]["inputs"]["model"][0]
+    return names[::-1]
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.0])  # fast and quality mode alike
+def test_user_loras_chain_after_the_lightx2v_lora_of_their_expert(wf, object_info, tmp_path, strength):
+    (tmp_path / "wan_job1.png").write_bytes(b"")
+    info = json.loads(json.dumps(object_info))
+    lora_list = info["LoraLoaderModelOnly"]["input"]["required"]["lora_name"][0]
+    lora_list += ["style/a.safetensors", "wan-worker-cache/abc.safetensors", "b.safetensors"]
+    loras = [LoraNode("high", "style/a.safetensors", 0.7), LoraNode("low", "style/a.safetensors", 0.7),
+             LoraNode("high", "wan-worker-cache/abc.safetensors", -1.5), LoraNode("low", "b.safetensors", 2.0)]
+    g = wf.build(params(lora_strength=strength), loras)
+    ok, body = validate_prompt(g, info, tmp_path)
+    assert ok, body
+    light_hi = wf.inputs(wf.graph, "High Noise LoRA")["lora_name"]
+    light_lo = wf.inputs(wf.graph, "Low Noise LoRA")["lora_name"]
+    assert lora_chain(g, wf.roles["High Noise Shift"]) == [light_hi, "style/a.safetensors",
+                                                           "wan-worker-cache/abc.safetensors"]
+    assert lora_chain(g, wf.roles["Low Noise Shift"]) == [light_lo, "style/a.safetensors", "b.safetensors"]
+    strengths = sorted(n["inputs"]["strength_model"] for n in g.values()
+                       if n["_meta"]["title"].startswith("User LoRA"))
+    assert strengths == [-1.5, 0.7, 0.7, 2.0]
+    assert wf.inputs(g, "High Noise LoRA")["strength_model"] == strength
+    assert len(g) == len(wf.graph) + 4

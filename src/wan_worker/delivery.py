@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import logging
 import mimetypes
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -56,11 +57,13 @@ def _s3() -> ModuleType:
     return s3
 
 
-def deliver_video(path: Path, filename: str, job_id: str, output: str, settings: Settings) -> dict[str, Any]:
-    """The I2V result's video fields: `video` (base64) or `video_url`."""
+def deliver_video(path: Path, filename: str, job_id: str, output: str, settings: Settings,
+                  also_inline: int = 0) -> dict[str, Any]:
+    """The I2V result's video fields: `video` (base64) or `video_url`. `also_inline` counts bytes
+    that travel with it (the last frame), so the inline result stays under RunPod's cap."""
     size = path.stat().st_size
     fields: dict[str, Any] = {"mime_type": mime_type(filename), "filename": filename, "bytes": size}
-    if use_s3(output, settings, size):
+    if use_s3(output, settings, size + also_inline):
         s3 = _s3()
         fields["video_url"] = s3.upload_file(path, s3.object_key(job_id, filename), settings,
                                              fields["mime_type"]).url
@@ -79,3 +82,17 @@ def deliver_files(files: list[tuple[Path, str]], job_id: str, output: str,
                  "data": s3.upload_file(path, s3.object_key(job_id, name), settings, mime_type(name)).url}
                 for path, name in files]
     return [{"filename": name, "type": "base64", "data": b64_file(path)} for path, name in files]
+
+
+def deliver_last_frame(png: bytes, video_filename: str, job_id: str, as_url: bool,
+                       settings: Settings) -> dict[str, Any]:
+    """The video's last frame (for chaining clips): `last_frame_url` beside a `video_url`, else
+    `last_frame` as base64."""
+    name = video_filename.rsplit(".", 1)[0] + "_last.png"
+    if not as_url:
+        return {"last_frame": base64.b64encode(png).decode("ascii")}
+    s3 = _s3()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(png)
+        return {"last_frame_url": s3.upload_file(path, s3.object_key(job_id, name), settings, "image/png").url}

@@ -4,25 +4,24 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import secrets
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import runpod
 
-from . import delivery, logs
+from . import delivery, jobs, logs
 from .comfy import ComfyClient, Run
 from .errors import COMFY_UNAVAILABLE, INTERNAL_ERROR, NO_OUTPUT, OUT_OF_MEMORY, WorkerError
-from .images import PreparedImage, load_image
-from .models import check_volume
+from .frames import last_frame_png
+from .graphs import GRAPHS
 from .progress import Progress
-from .request import I2VRequest, WorkflowRequest, parse_input, resolve_size
+from .request import Request, parse_input
 from .settings import Settings, load_settings
-from .workflow import I2VParams, Workflow, build_i2v, isolate_outputs, load_workflow
+from .workflow import Workflow, isolate_outputs, load_workflow
 
 log = logging.getLogger("wan_worker")
 
@@ -39,16 +38,17 @@ class Worker:
     """What is built once per process and kept warm between jobs."""
 
     settings: Settings
-    workflow: Workflow
+    workflows: dict[str, Workflow]  # GraphSpec.name -> the loaded bundled graph
     comfy: ComfyClient
 
 
 @functools.cache
 def worker() -> Worker:
-    """Read settings and the bundled workflow once. A failure is not cached: every job gets the
+    """Read settings and the bundled graphs once. A failure is not cached: every job gets the
     clear error (instead of a crash loop) until the environment is fixed."""
     settings = load_settings()
-    return Worker(settings, load_workflow(settings.workflow_file), ComfyClient(settings))
+    workflows = {spec.name: load_workflow(spec, settings.workflows_path) for spec in GRAPHS}
+    return Worker(settings, workflows, ComfyClient(settings))
 
 
 @dataclass
@@ -102,7 +102,7 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
             req = parse_input(job.get("input"), max_timeout_s=w.settings.job_timeout_s,
                               s3_configured=w.settings.s3_configured)
         j.deadline = time.monotonic() + (req.timeout_s or w.settings.job_timeout_s)
-        result = (run_workflow if isinstance(req, WorkflowRequest) else run_i2v)(w, j, req)  # type: ignore[arg-type]
+        result = run(w, j, req)
         log.info("done in %.0f ms", result["timings_ms"]["total"])
     except WorkerError as err:
         log.warning("failed: %s", err)
@@ -119,60 +119,50 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_i2v(w: Worker, j: Job, req: I2VRequest) -> dict[str, Any]:
-    with j.timings.phase("validate"):
-        volume = check_volume(w.settings)
-        if not req.dry_run:
-            volume.raise_for_problems()
-    with j.timings.phase("image"):
-        image = load_image(req.image, w.settings)
-    params = i2v_params(j, req, image)
-    log.info("I2V %dx%d, %d frames at %g fps, %d steps, seed %d, prompt %r (%d chars)", params.width,
-             params.height, params.length, params.fps, params.steps, params.seed, req.prompt[:40], len(req.prompt))
-    if req.dry_run:
-        checks = {"image": {"width": image.width, "height": image.height, "format": image.format},
-                  "models": volume.to_dict()}
-        return dry_run_result(build_i2v(w.workflow, params), j.timings, checks, **video_fields(params))
-    with Progress(progress_sender(w, j.raw), phases=w.workflow.phases()) as progress:
-        progress.phase("loading_models")
-        uploaded = upload(w, j, [(params.image_name, image)])[0]
-        run_prompt(w, j, build_i2v(w.workflow, replace(params, image_name=uploaded)), progress)
-        video = next((o for o in j.run.outputs if o.is_video), None)
-        if video is None:
-            raise WorkerError(NO_OUTPUT, "ComfyUI finished but saved no video; check that the workflow's "
-                                         "Save Video node is connected.", {"prompt_id": j.run.prompt_id})
+def run(w: Worker, j: Job, req: Request) -> dict[str, Any]:
+    """The same pipeline for every kind of job: plan (all checks), upload, queue, follow, deliver."""
+    with Progress(progress_sender(w, j.raw)) as progress:
+        plan = jobs.plan(w.settings, w.workflows, j.id, req, progress, j.timings)
+        if req.dry_run:
+            graph = isolate_outputs(plan.build(plan.upload_names), j.output_folder)
+            return {"dry_run": True, **plan.fields, "checks": plan.checks, "workflow": graph,
+                    "timings_ms": j.timings.done()}
+        progress.follow(plan.phases, plan.default_phase)
+        progress.phase(plan.default_phase)
+        names = upload(w, j, plan.uploads)
+        run_prompt(w, j, isolate_outputs(plan.build(names), j.output_folder), progress)
         progress.phase("uploading")
         with j.timings.phase("deliver"), scratch_dir() as tmp:
-            result = delivery.deliver_video(w.comfy.fetch(video, tmp), video.filename, j.id,
-                                            req.output, w.settings)
-    return {**result, **video_fields(params), "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
+            result = deliver(w, j, req, plan, tmp)
+    return {**result, **plan.fields, "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
 
 
-def run_workflow(w: Worker, j: Job, req: WorkflowRequest) -> dict[str, Any]:
-    with j.timings.phase("image"):
-        images = [(i.name, load_image(i.image, w.settings, field=f"images[{n}].image"))
-                  for n, i in enumerate(req.images)]
-    if req.dry_run:
-        checks = {"images": [{"name": name, "width": im.width, "height": im.height} for name, im in images]}
-        return dry_run_result(req.workflow, j.timings, checks)
-    with Progress(progress_sender(w, j.raw), default_phase="running") as progress:
-        upload(w, j, images)
-        run_prompt(w, j, isolate_outputs(req.workflow, j.output_folder), progress)
+def deliver(w: Worker, j: Job, req: Request, plan: jobs.Plan, tmp: Callable[[], Path]) -> dict[str, Any]:
+    """A video job's MP4 (and its last frame if asked), or every output as worker-comfyui returns them."""
+    if plan.kind == "files":
         if not j.run.outputs:
             raise WorkerError(NO_OUTPUT, "ComfyUI finished but the workflow saved no image or video; add "
                                          "a SaveImage or SaveVideo node.", {"prompt_id": j.run.prompt_id})
-        progress.phase("uploading")
-        with j.timings.phase("deliver"), scratch_dir() as tmp:
-            files = [(w.comfy.fetch(o, tmp), o.filename) for o in j.run.outputs]
-            images_out = delivery.deliver_files(files, j.id, req.output, w.settings)
-    return {"images": images_out, "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
+        files = [(w.comfy.fetch(o, tmp), o.filename) for o in j.run.outputs]
+        return {"images": delivery.deliver_files(files, j.id, req.output, w.settings)}
+    video = next((o for o in j.run.outputs if o.is_video), None)
+    if video is None:
+        raise WorkerError(NO_OUTPUT, "ComfyUI finished but saved no video; check that the workflow's "
+                                     "Save Video node is connected.", {"prompt_id": j.run.prompt_id})
+    path = w.comfy.fetch(video, tmp)
+    last = last_frame_png(path) if plan.last_frame else None
+    result = delivery.deliver_video(path, video.filename, j.id, req.output, w.settings, len(last or b""))
+    if last is not None:
+        result.update(delivery.deliver_last_frame(last, video.filename, j.id, as_url="video_url" in result,
+                                                  settings=w.settings))
+    return result
 
 
-def upload(w: Worker, j: Job, images: list[tuple[str, PreparedImage]]) -> list[str]:
+def upload(w: Worker, j: Job, files: list[jobs.Upload]) -> list[str]:
     w.comfy.wait_until_ready()
     j.queued = True  # from here on, ComfyUI's folders may hold files of this job
     with j.timings.phase("upload"):
-        names = [w.comfy.upload_image(name, image.data, image.mime_type) for name, image in images]
+        names = [w.comfy.upload_image(f.name, f.data, f.mime_type) for f in files]
     j.inputs.extend(names)
     return names
 
@@ -221,25 +211,3 @@ def progress_sender(w: Worker, job: dict[str, Any]) -> Callable[[dict[str, Any]]
     if w.settings.runpod_webhook_post_output:
         return lambda update: runpod.serverless.progress_update(job, update)
     return lambda update: log.debug("progress %s", update)
-
-
-def i2v_params(j: Job, req: I2VRequest, image: PreparedImage) -> I2VParams:
-    width, height = resolve_size(req, image.width, image.height)
-    return I2VParams(
-        image_name=f"wan_{j.id}.{image.extension}", prompt=req.prompt, negative_prompt=req.negative_prompt,
-        seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
-        width=width, height=height, length=req.length, fps=req.fps, steps=req.steps,  # type: ignore[arg-type]
-        cfg=req.cfg, shift=req.shift, lora_strength=req.effective_lora_strength,  # type: ignore[arg-type]
-        switch_step=req.switch_step, sampler=req.sampler, scheduler=req.scheduler,  # type: ignore[arg-type]
-        filename_prefix=f"{j.output_folder}/wan_{j.id}",
-    )
-
-
-def video_fields(p: I2VParams) -> dict[str, Any]:
-    return {"seed": p.seed, "width": p.width, "height": p.height, "length": p.length, "fps": p.fps,
-            "duration_s": round(p.length / p.fps, 3)}
-
-
-def dry_run_result(graph: dict[str, Any], timings: Timings, checks: dict[str, Any],
-                   **fields: Any) -> dict[str, Any]:
-    return {"dry_run": True, **fields, "checks": checks, "workflow": graph, "timings_ms": timings.done()}

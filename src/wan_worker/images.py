@@ -17,8 +17,9 @@ import socket
 import struct
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -90,6 +91,11 @@ def load_image(value: str, settings: Settings, field: str = "image") -> Prepared
     a limit, IMAGE_UNREADABLE when it cannot be fetched or decoded as PNG/JPEG/WebP.
     """
     data, source = _read_bytes(value, settings, field)
+    return load_prepared(data, source, settings, field)
+
+
+def load_prepared(data: bytes, source: str, settings: Settings, field: str) -> PreparedImage:
+    """Decode bytes already read (see load_image) into what ComfyUI gets."""
     image = _decode(data, settings, field)
     fmt = "JPEG" if image.format == "MPO" else (image.format or "?")  # MPO: a phone's multi-JPEG
     upright = _usable_as_sent(image)
@@ -125,25 +131,32 @@ def _usable_as_sent(image: Image.Image) -> tuple[int, int] | None:
 
 
 def _read_bytes(value: object, settings: Settings, field: str) -> tuple[bytes, str]:
-    """Dispatch on the reference's form; the length check comes first so huge strings cost nothing."""
+    return read_reference(value, settings, image_policy(settings, field), ("image/",))
+
+
+def read_reference(value: object, settings: Settings, policy: FetchPolicy,
+                   data_types: tuple[str, ...]) -> tuple[bytes, str]:
+    """Bytes of base64, a data URI (of one of `data_types`) or a URL, and which form it was.
+    The length check comes first so huge strings cost nothing."""
+    field, limit = policy.field, policy.limit_bytes
     if not isinstance(value, str):
-        raise _not_a_reference(field, "it is not a string")
-    if len(value) > _max_text_len(settings.max_image_bytes):
-        raise _too_large(field, settings.max_image_bytes)
+        raise _not_a_reference(field, "it is not a string", policy.what)
+    if len(value) > _max_text_len(limit):
+        raise _too_large(field, limit, policy.limit_name, policy.what)
     text = value.strip()
     if not text:
-        raise _not_a_reference(field, "it is empty")
+        raise _not_a_reference(field, "it is empty", policy.what)
     match = _SCHEME_RE.match(text)
     if match is None:  # base64 has no ':' so anything with a scheme is a URI
-        return _decode_base64(text, settings, field), "base64"
+        return _decode_base64(text, policy), "base64"
     scheme = match.group(1).lower()
     if scheme == "data":
-        return _decode_data_uri(text, settings, field), "data_uri"
+        return _decode_data_uri(text, policy, data_types), "data_uri"
     if scheme in ("http", "https"):
-        return _fetch_url(text, settings, field), "url"
+        return _fetch_url(text, settings, field, policy), "url"
     raise WorkerError(
         INVALID_INPUT,
-        f"{field} uses the unsupported scheme '{scheme}:'; send base64, a data:image/...;base64 URI "
+        f"{field} uses the unsupported scheme '{scheme}:'; send base64, a data:...;base64 URI "
         "or an https:// URL.",
         {"field": field, "scheme": scheme},
     )
@@ -155,53 +168,88 @@ def _max_text_len(max_bytes: int) -> int:
     return encoded + encoded // 38 + 1024
 
 
-def _decode_base64(text: str, settings: Settings, field: str) -> bytes:
+def _decode_base64(text: str, policy: FetchPolicy) -> bytes:
     """Standard or urlsafe alphabet, whitespace anywhere, padding optional."""
+    field = policy.field
     compact = "".join(text.split()).rstrip("=")
-    if (len(compact) * 3) // 4 > settings.max_image_bytes:
-        raise _too_large(field, settings.max_image_bytes)
+    if (len(compact) * 3) // 4 > policy.limit_bytes:
+        raise _too_large(field, policy.limit_bytes, policy.limit_name, policy.what)
     if len(compact) % 4 == 1:
-        raise _not_a_reference(field, "it is not valid base64 (wrong length)")
+        raise _not_a_reference(field, "it is not valid base64 (wrong length)", policy.what)
     if "-" in compact or "_" in compact:
         compact = compact.translate(_URLSAFE)
     try:
         data = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise _not_a_reference(field, "it is neither valid base64 nor a URL") from None
+        raise _not_a_reference(field, "it is neither valid base64 nor a URL", policy.what) from None
     if not data:
-        raise _not_a_reference(field, "it decodes to no bytes")
+        raise _not_a_reference(field, "it decodes to no bytes", policy.what)
     return data
 
 
-def _decode_data_uri(text: str, settings: Settings, field: str) -> bytes:
+def _decode_data_uri(text: str, policy: FetchPolicy, data_types: tuple[str, ...]) -> bytes:
+    field = policy.field
     comma = text.find(",", 0, 256)
     if comma < 0:
-        raise _not_a_reference(field, "the data URI has no ',' after its media type")
+        raise _not_a_reference(field, "the data URI has no ',' after its media type", policy.what)
     params = [p.strip().lower() for p in text[5:comma].split(";")]
     media_type = params[0]
     if "base64" not in params[1:]:
-        raise _not_a_reference(field, "the data URI is not base64-encoded (use ;base64,)")
-    if media_type and not (media_type.startswith("image/") or media_type == "application/octet-stream"):
-        raise _not_a_reference(field, f"the data URI holds '{media_type}', not an image")
-    return _decode_base64(text[comma + 1:], settings, field)
+        raise _not_a_reference(field, "the data URI is not base64-encoded (use ;base64,)", policy.what)
+    if media_type and not (media_type.startswith(data_types) or media_type == "application/octet-stream"):
+        raise _not_a_reference(field, f"the data URI holds '{media_type}', not an {policy.what}"
+                               if policy.what[0] in "aeiou" else
+                               f"the data URI holds '{media_type}', not a {policy.what}", policy.what)
+    return _decode_base64(text[comma + 1:], policy)
 
 
 # ---------------------------------------------------------------- guarded URL fetch
 
 
-def _fetch_url(url: str, settings: Settings, field: str) -> bytes:
-    """Download with redirects followed by hand, so every hop's scheme and address are re-checked.
+@dataclass(frozen=True)
+class FetchPolicy:
+    """What one kind of download may do: its byte cap, its deadline, the error a failure becomes,
+    and the headers each host gets (a token goes only to the host it belongs to)."""
+
+    field: str
+    limit_bytes: int
+    limit_name: str  # the setting behind the cap, for messages
+    timeout_s: float
+    timeout_name: str  # the setting behind the deadline
+    failure_code: str = IMAGE_UNREADABLE
+    too_large_code: str = INVALID_INPUT
+    what: str = "image"
+    headers_for: Callable[[str], dict[str, str]] = dataclasses.field(default=lambda host: {})
+
+
+def image_policy(settings: Settings, field: str) -> FetchPolicy:
+    return FetchPolicy(field, settings.max_image_bytes, "MAX_IMAGE_BYTES", settings.image_fetch_timeout_s,
+                       "IMAGE_FETCH_TIMEOUT_S")
+
+
+def _fetch_url(url: str, settings: Settings, field: str, policy: FetchPolicy | None = None) -> bytes:
+    body = bytearray()
+    fetch(url, settings, policy or image_policy(settings, field), body.extend)
+    return bytes(body)
+
+
+def fetch(url: str, settings: Settings, policy: FetchPolicy, sink: Callable[[bytes], object]) -> int:
+    """Download `url` into `sink` chunk by chunk; returns the byte count.
+
+    Redirects are followed by hand, so every hop's scheme and address are re-checked, and each
+    hop gets only its own host's headers.
 
     Limitation: the host is resolved and checked here, then resolved again by requests when it
     connects, so a DNS server that answers differently the second time (DNS rebinding) could
     still steer the request. Pinning the checked address would need custom TLS/SNI handling; the
     short TTL window and the public-address check on every hop keep the risk small.
     """
-    deadline = time.monotonic() + settings.image_fetch_timeout_s
+    field = policy.field
+    deadline = time.monotonic() + policy.timeout_s
     current = url
     for hop in range(MAX_REDIRECTS + 1):
         host = _check_url(current, settings, field, redirected=hop > 0)
-        response = _get(current, host, deadline, settings, field)
+        response = _get(current, host, deadline, policy)
         with response:
             if response.is_redirect:
                 current = urljoin(current, response.headers["location"])
@@ -209,18 +257,20 @@ def _fetch_url(url: str, settings: Settings, field: str) -> bytes:
                 continue
             if not 200 <= response.status_code < 300:
                 raise WorkerError(
-                    IMAGE_UNREADABLE,
+                    policy.failure_code,
                     f"{field} URL on {host} answered HTTP {response.status_code} "
                     f"{response.reason or ''}".rstrip()
-                    + "; check that the URL is public and still valid.",
+                    + "; check that the URL is public and still valid"
+                    + (" and that the token for that host is set." if response.status_code in (401, 403)
+                       else "."),
                     {"field": field, "host": host, "status": response.status_code},
                 )
-            data = _read_capped(response, host, deadline, settings, field)
-        log.info("%s: downloaded %d bytes from %s", field, len(data), host)
-        return data
+            count = _read_capped(response, host, deadline, policy, sink)
+        log.info("%s: downloaded %d bytes from %s", field, count, host)
+        return count
     raise WorkerError(
-        IMAGE_UNREADABLE,
-        f"{field} URL redirected more than {MAX_REDIRECTS} times; give the image's final URL.",
+        policy.failure_code,
+        f"{field} URL redirected more than {MAX_REDIRECTS} times; give the {policy.what}'s final URL.",
         {"field": field},
     )
 
@@ -289,51 +339,55 @@ def _is_public(ip: IPAddress) -> bool:
     )
 
 
-def _get(url: str, host: str, deadline: float, settings: Settings,
-         field: str) -> requests.Response:
-    remaining = _remaining(deadline, host, settings, field)
+def _get(url: str, host: str, deadline: float, policy: FetchPolicy) -> requests.Response:
+    remaining = _remaining(deadline, host, policy)
     try:
         return requests.get(
-            url, headers=_HEADERS, stream=True, allow_redirects=False,
+            url, headers={**_HEADERS, **policy.headers_for(host)}, stream=True, allow_redirects=False,
             timeout=(min(remaining, MAX_CONNECT_TIMEOUT_S), remaining),
         )
     except requests.Timeout:
-        raise _timed_out(field, host, settings) from None
+        raise _timed_out(host, policy) from None
     except requests.RequestException as exc:
         raise WorkerError(
-            IMAGE_UNREADABLE,
-            f"{field} URL on {host} could not be downloaded ({type(exc).__name__}); check that "
+            policy.failure_code,
+            f"{policy.field} URL on {host} could not be downloaded ({type(exc).__name__}); check that "
             "the URL is reachable.",
-            {"field": field, "host": host, "reason": type(exc).__name__},
+            {"field": policy.field, "host": host, "reason": type(exc).__name__},
         ) from None
 
 
-def _read_capped(response: requests.Response, host: str, deadline: float, settings: Settings,
-                 field: str) -> bytes:
-    """Read the body, refusing it as soon as it passes the cap or the overall deadline."""
-    limit = settings.max_image_bytes
+def _read_capped(response: requests.Response, host: str, deadline: float, policy: FetchPolicy,
+                 sink: Callable[[bytes], object]) -> int:
+    """Read the body into `sink`, refusing it as soon as it passes the cap or the deadline."""
+    limit = policy.limit_bytes
     declared = response.headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(field, limit)
-    body = bytearray()
+        raise _too_large(policy.field, limit, policy.limit_name, policy.what, policy.too_large_code)
+    count = 0
     try:
         for chunk in _chunks(response):
-            body += chunk
-            if len(body) > limit:
-                raise _too_large(field, limit)
-            _remaining(deadline, host, settings, field)
+            count += len(chunk)
+            if count > limit:
+                raise _too_large(policy.field, limit, policy.limit_name, policy.what, policy.too_large_code)
+            sink(chunk)
+            _remaining(deadline, host, policy)
     except requests.RequestException as exc:
         if "timed out" in str(exc).lower() or isinstance(exc, requests.Timeout):
-            raise _timed_out(field, host, settings) from None
+            raise _timed_out(host, policy) from None
         raise WorkerError(
-            IMAGE_UNREADABLE,
-            f"{field} URL on {host} broke off while downloading ({type(exc).__name__}); try again.",
-            {"field": field, "host": host, "reason": type(exc).__name__},
+            policy.failure_code,
+            f"{policy.field} URL on {host} broke off while downloading ({type(exc).__name__}); try again.",
+            {"field": policy.field, "host": host, "reason": type(exc).__name__},
         ) from None
-    if not body:
-        raise WorkerError(IMAGE_UNREADABLE, f"{field} URL on {host} returned an empty body.",
-                          {"field": field, "host": host})
-    return bytes(body)
+    if declared.isdigit() and count != int(declared):
+        raise WorkerError(policy.failure_code,
+                          f"{policy.field} URL on {host} broke off after {count} of {declared} bytes; try again.",
+                          {"field": policy.field, "host": host, "reason": "truncated"})
+    if not count:
+        raise WorkerError(policy.failure_code, f"{policy.field} URL on {host} returned an empty body.",
+                          {"field": policy.field, "host": host})
+    return count
 
 
 def _chunks(response: requests.Response) -> Iterator[bytes]:
@@ -351,19 +405,20 @@ def _chunks(response: requests.Response) -> Iterator[bytes]:
         raise requests.ConnectionError(type(exc).__name__) from exc
 
 
-def _remaining(deadline: float, host: str, settings: Settings, field: str) -> float:
+def _remaining(deadline: float, host: str, policy: FetchPolicy) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise _timed_out(field, host, settings)
+        raise _timed_out(host, policy)
     return remaining
 
 
-def _timed_out(field: str, host: str, settings: Settings) -> WorkerError:
+def _timed_out(host: str, policy: FetchPolicy) -> WorkerError:
     return WorkerError(
-        IMAGE_UNREADABLE,
-        f"{field} URL on {host} did not deliver the image within "
-        f"{settings.image_fetch_timeout_s:g} s; use a faster host or send the image as base64.",
-        {"field": field, "host": host, "timeout_s": settings.image_fetch_timeout_s},
+        policy.failure_code,
+        f"{policy.field} URL on {host} did not deliver the {policy.what} within {policy.timeout_s:g} s "
+        f"({policy.timeout_name}); use a faster host"
+        + (" or send the image as base64." if policy.what == "image" else "."),
+        {"field": policy.field, "host": host, "timeout_s": policy.timeout_s},
     )
 
 
@@ -446,10 +501,12 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def _not_a_reference(field: str, why: str) -> WorkerError:
+def _not_a_reference(field: str, why: str, what: str = "image") -> WorkerError:
+    kind = "image/..." if what == "image" else "<type>/..."
+    article = "an" if what[0] in "aeiou" else "a"
     return WorkerError(
         INVALID_INPUT,
-        f"{field} is not an image: {why}; send base64, a data:image/...;base64 URI or an "
+        f"{field} is not {article} {what}: {why}; send base64, a data:{kind};base64 URI or an "
         "https:// URL.",
         {"field": field},
     )
@@ -463,11 +520,11 @@ def _unreadable(field: str, why: str) -> WorkerError:
     )
 
 
-def _too_large(field: str, limit: int) -> WorkerError:
+def _too_large(field: str, limit: int, setting: str = "MAX_IMAGE_BYTES", what: str = "image",
+               code: str = INVALID_INPUT) -> WorkerError:
     return WorkerError(
-        INVALID_INPUT,
-        f"{field} is larger than the {limit / 1e6:g} MB limit (MAX_IMAGE_BYTES); send a smaller "
-        "image.",
+        code,
+        f"{field} is larger than the {limit / 1e6:g} MB limit ({setting}); send a smaller {what}.",
         {"field": field, "limit_bytes": limit},
     )
 

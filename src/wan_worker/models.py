@@ -294,8 +294,9 @@ class VolumeReport:
         return f"{count} model file{'s are' if count > 1 else ' is'} damaged: {items}; {fix}."
 
 
-def check_volume(settings: Settings) -> VolumeReport:
-    """Find each manifest file where ComfyUI would, and check its safetensors header.
+def check_volume(settings: Settings, names: set[str] | None = None) -> VolumeReport:
+    """Find each manifest file (or those of `names`, the files one graph loads) where ComfyUI
+    would, and check its safetensors header.
 
     Raises WorkerError(STARTUP_FAILED) only for an unreadable or malformed paths file; missing
     or damaged models are reported, not raised (see VolumeReport.raise_for_problems).
@@ -303,7 +304,8 @@ def check_volume(settings: Settings) -> VolumeReport:
     started = time.perf_counter()
     dirs = model_dirs(settings)
     searched = {folder: [str(d) for d in folder_dirs] for folder, folder_dirs in dirs.items()}
-    files = tuple(_check_file(model, searched[model.folder]) for model in MANIFEST)
+    files = tuple(_check_file(model, searched[model.folder]) for model in MANIFEST
+                  if names is None or model.name in names)
     report = VolumeReport(files, searched, tuple(str(p) for p in config_files(settings)))
     log.debug("volume check: %d ok, %d missing, %d damaged in %.1f ms", len(files) -
               len(report.missing) - len(report.damaged), len(report.missing),
@@ -345,39 +347,44 @@ def _check_found(model: ModelFile, path: str, st: os.stat_result) -> FileStatus:
 
 def safetensors_problem(path: str, size: int) -> str | None:
     """Why the file is not a complete safetensors file, or None. Reads the header only."""
+    return inspect_safetensors(path, size)[0]
+
+
+def inspect_safetensors(path: str, size: int) -> tuple[str | None, list[str]]:
+    """(why the file is not a complete safetensors file or None, its tensor names). Reads the header only."""
     if size == 0:
-        return "the file is empty (0 bytes)"
+        return "the file is empty (0 bytes)", []
     if size < 8:
-        return f"the file is only {size} bytes, too small for a safetensors file"
+        return f"the file is only {size} bytes, too small for a safetensors file", []
     try:
         with open(path, "rb") as fh:
             (length,) = struct.unpack("<Q", fh.read(8))
             if length == 0:
-                return "its safetensors header length is 0"
+                return "its safetensors header length is 0", []
             if length > MAX_HEADER_BYTES:
                 return (f"its first 8 bytes announce a {length}-byte header: not a safetensors "
-                        "file")
+                        "file"), []
             if 8 + length > size:
                 return (f"its header needs {8 + length} bytes but the file has only {size}: "
-                        "truncated, or not a safetensors file")
+                        "truncated, or not a safetensors file"), []
             raw = fh.read(length)
     except OSError as exc:
-        return f"it cannot be read ({exc.strerror or type(exc).__name__})"
+        return f"it cannot be read ({exc.strerror or type(exc).__name__})", []
     except struct.error:
-        return "it changed while being read"
-    return _tensor_problem(raw, length, size)
-
-
-def _tensor_problem(raw: bytes, length: int, size: int) -> str | None:
-    """Header JSON sanity, and every tensor's data inside the file (a truncated download fails)."""
+        return "it changed while being read", []
     if len(raw) < length:
-        return "it is shorter than its header (truncated)"
+        return "it is shorter than its header (truncated)", []
     try:
         header = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return "its header is not valid JSON: not a safetensors file"
+        return "its header is not valid JSON: not a safetensors file", []
     if not isinstance(header, dict):
-        return "its header is not a JSON object: not a safetensors file"
+        return "its header is not a JSON object: not a safetensors file", []
+    return _tensor_problem(header, length, size), [k for k in header if k != "__metadata__"]
+
+
+def _tensor_problem(header: dict[str, Any], length: int, size: int) -> str | None:
+    """Every tensor's data inside the file (a truncated download fails)."""
     data_size = size - 8 - length
     end = 0
     for name, entry in header.items():

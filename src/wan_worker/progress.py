@@ -1,6 +1,6 @@
 """Progress of a running job, from ComfyUI's events to RunPod progress updates.
 
-A 1-5 minute job should not look dead: each phase (loading models, high-noise sampling, low-noise
+A 1-5 minute job should not look dead: each phase (downloading LoRAs, loading models, high-noise sampling, low-noise
 sampling, decoding, encoding, uploading) and each sampler step becomes an update like
 `{"phase": "sampling_high", "step": 2, "steps": 4, "percent": 37}`. Updates go out at most once a
 second, and the newest state always goes out within that second (a timer sends what an early
@@ -23,7 +23,8 @@ Schedule = Callable[[float, Callable[[], None]], Callable[[], None]]  # (delay, 
 
 # Where each phase sits on the 0-100 scale of a whole I2V job; sampling takes most of the time.
 BANDS = {
-    "loading_models": (0, 10),
+    "downloading_loras": (0, 5),  # only when a job's LoRA URLs are not cached yet
+    "loading_models": (5, 10),
     "sampling_high": (10, 50),
     "sampling_low": (50, 90),
     "decoding": (90, 95),
@@ -63,8 +64,13 @@ class Progress:
             if self.cancel_pending:
                 self.cancel_pending()
 
-    def phase(self, name: str) -> None:
-        self._update({"phase": name, "percent": BANDS.get(name, (0, 0))[0]})
+    def follow(self, phases: dict[str, str], default_phase: str) -> None:
+        """Which node ids start which phase, for the graph about to run."""
+        self.phases, self.default_phase = phases, default_phase
+
+    def phase(self, name: str, **detail: Any) -> None:
+        """Enter a phase; `detail` (e.g. bytes downloaded) rides along in the update."""
+        self._update({"phase": name, "percent": BANDS.get(name, (0, 0))[0], **detail})
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind, data = event.get("type"), event.get("data") or {}

@@ -32,7 +32,11 @@ SCHEDULERS = (
     "linear_quadratic", "kl_optimal",
 )
 
-TARGET_AREA = 832 * 480  # Wan2.2 14B's 480p working size
+RESOLUTIONS = {"480p": 832 * 480, "720p": 1280 * 720}  # pixel areas of Wan2.2 14B's working sizes
+TARGET_AREA = RESOLUTIONS["480p"]
+MAX_LORAS = 4
+LORA_STRENGTH_LIMIT = 4.0
+LORA_EXTENSIONS = (".safetensors", ".sft")
 MIN_SIDE, MAX_SIDE = 128, 1920
 MAX_PROMPT_CHARS = 5000
 SEED_LIMIT = 2**64
@@ -53,10 +57,79 @@ class _Common(_Strict):
     dry_run: bool = False
 
 
+def _lora_ref(v: str) -> str:
+    """A LoRA is an https:// (or http://) URL or a plain relative name in the volume's loras folders."""
+    text = v.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        if not text.lower().startswith(("https://", "http://")):
+            raise ValueError("must be an https:// URL or a file name in the volume's loras folders")
+        return text
+    parts = text.split("/")
+    if text.startswith(("/", "~")) or "\\" in text or ".." in parts or "" in parts or ":" in text:
+        raise ValueError("must be a file name relative to the volume's loras folders (subfolders allowed; "
+                         "no '..', no absolute path) or an https:// URL")
+    if not text.lower().endswith(LORA_EXTENSIONS):
+        raise ValueError("must name a .safetensors file (the only LoRA format the worker can check)")
+    return text
+
+
+def _strength() -> Any:
+    return Field(default=None, ge=-LORA_STRENGTH_LIMIT, le=LORA_STRENGTH_LIMIT)
+
+
+class LoraEntry(_Strict):
+    """One user LoRA: `name` (both experts at `strength`), or `high` and/or `low` files."""
+
+    name: str | None = None
+    strength: float | None = _strength()
+    high: str | None = None
+    low: str | None = None
+    high_strength: float | None = _strength()
+    low_strength: float | None = _strength()
+
+    @field_validator("name", "high", "low")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        return None if v is None else _lora_ref(v)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "LoraEntry":
+        split = (self.high, self.low, self.high_strength, self.low_strength)
+        if self.name is not None and any(x is not None for x in split):
+            raise ValueError("give either `name` (+ `strength`) or `high`/`low` (+ `high_strength`/"
+                             "`low_strength`), not both")
+        if self.name is None:
+            if self.strength is not None:
+                raise ValueError("`strength` goes with `name`; use `high_strength`/`low_strength` with "
+                                 "`high`/`low`")
+            if self.high is None and self.low is None:
+                raise ValueError("needs `name`, or `high` and/or `low`")
+            for side in ("high", "low"):
+                if getattr(self, side) is None and getattr(self, f"{side}_strength") is not None:
+                    raise ValueError(f"`{side}_strength` is set but `{side}` is not")
+        return self
+
+    def per_expert(self) -> list[tuple[str, str, float, str]]:
+        """(expert, file, strength, key in the entry) for each expert the entry reaches."""
+        if self.name is not None:
+            strength = 1.0 if self.strength is None else self.strength
+            return [("high", self.name, strength, "name"), ("low", self.name, strength, "name")]
+        out = []
+        for side in ("high", "low"):
+            ref, strength = getattr(self, side), getattr(self, f"{side}_strength")
+            if ref is not None:
+                out.append((side, ref, 1.0 if strength is None else strength, side))
+        return out
+
+
 class I2VRequest(_Common):
-    """The product's main path: one image and a prompt through the bundled Wan2.2 workflow."""
+    """The product's main path: a start image (and optionally an end image) and a prompt through
+    a bundled Wan2.2 graph, with optional user LoRAs."""
 
     image: str = Field(min_length=1)
+    end_image: str | None = Field(default=None, min_length=1)
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
@@ -72,6 +145,9 @@ class I2VRequest(_Common):
     switch_step: int | None = Field(default=None, ge=1)
     sampler: str = "euler"
     scheduler: str = "simple"
+    resolution: Literal["480p", "720p"] = "480p"
+    loras: list[LoraEntry] = Field(default_factory=list, max_length=MAX_LORAS)
+    return_last_frame: bool = False
 
     @field_validator("prompt")
     @classmethod
@@ -226,7 +302,8 @@ def _round16(x: float) -> int:
 
 
 def resolve_size(req: I2VRequest, image_width: int, image_height: int) -> tuple[int, int]:
-    """The video size: as given, or following the image's aspect ratio at about 832x480 of area."""
+    """The video size: as given, or following the image's aspect ratio at about the area of
+    `resolution` (832x480 or 1280x720)."""
     aspect = image_width / image_height
     if req.width and req.height:
         return req.width, req.height
@@ -234,5 +311,5 @@ def resolve_size(req: I2VRequest, image_width: int, image_height: int) -> tuple[
         return req.width, _round16(req.width / aspect)
     if req.height:
         return _round16(req.height * aspect), req.height
-    w = math.sqrt(TARGET_AREA * aspect)
+    w = math.sqrt(RESOLUTIONS[req.resolution] * aspect)
     return _round16(w), _round16(w / aspect)

@@ -13,11 +13,11 @@ from typing import Mapping
 
 from .errors import STARTUP_FAILED, WorkerError
 
-BUNDLED_WORKFLOW = "wan22_i2v.json"
-
-
-def _bundled_workflow_path() -> str:
-    return str(resources.files("wan_worker") / "workflows" / BUNDLED_WORKFLOW)
+def bundled_workflows_dir() -> Path:
+    """The graphs of workflows/ (repository root): built into the package as wan_worker/workflows
+    (wheel, image); a source checkout or editable install reads the repository's folder itself."""
+    installed = Path(str(resources.files("wan_worker"))) / "workflows"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "workflows"
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,22 @@ class Settings:
     comfy_pid_file: str = "/tmp/comfyui.pid"
     comfy_dir: str = "/comfyui"
     extra_model_paths: str = ""  # empty: <comfy_dir>/extra_model_paths.yaml
-    workflow_path: str = ""  # empty: the workflow bundled in the package
+    workflows_dir: str = ""  # empty: the bundled graphs (workflows/ of the repository)
     job_timeout_s: float = 900.0
     max_image_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     allow_private_image_urls: bool = False
     allow_http_image_urls: bool = False
     image_fetch_timeout_s: float = 20.0  # whole download of an image URL, redirects included
+    # Workflow mode's video and audio inputs (images keep MAX_IMAGE_BYTES); ComfyUI's own upload
+    # limit is 100 MB.
+    max_input_mb: float = 100.0
+    # LoRAs given by URL: downloaded once into a folder ComfyUI's `loras` search path includes.
+    lora_cache_dir: str = ""  # empty: <first existing loras folder>/wan-worker-cache
+    max_lora_mb: float = 2048.0
+    lora_fetch_timeout_s: float = 900.0  # one LoRA download, redirects included
+    hf_token: str = field(default="", repr=False)  # sent only to huggingface.co hosts
+    civitai_token: str = field(default="", repr=False)  # sent only to civitai.com hosts
     log_level: str = "INFO"
     # S3-compatible delivery, with RunPod's variable names. The bucket may instead be part of the
     # endpoint URL (https://<bucket>.s3.<region>.amazonaws.com or https://host/<bucket>).
@@ -71,8 +80,8 @@ class Settings:
         return Path(self.extra_model_paths or Path(self.comfy_dir) / "extra_model_paths.yaml")
 
     @property
-    def workflow_file(self) -> Path:
-        return Path(self.workflow_path or _bundled_workflow_path())
+    def workflows_path(self) -> Path:
+        return Path(self.workflows_dir) if self.workflows_dir else bundled_workflows_dir()
 
     @property
     def comfy_input_dir(self) -> Path:
@@ -118,6 +127,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 f"Setting {name}={env[name]!r} is not valid ({exc}); fix the endpoint's environment.",
                 {"setting": name},
             ) from None
+    if "WORKFLOW_PATH" in env:  # read before 0.2: one file; there is a graph per job kind now
+        raise WorkerError(
+            STARTUP_FAILED,
+            "Setting WORKFLOW_PATH is no longer read; set WORKFLOWS_DIR to a folder holding wan22_i2v.json "
+            "and wan22_flf2v.json, or unset it to use the bundled graphs.",
+            {"setting": "WORKFLOW_PATH"},
+        )
     if "COMFY_HOST" not in env and "COMFY_PORT" in env:
         values["comfy_host"] = f"127.0.0.1:{env['COMFY_PORT'].strip()}"
     return Settings(**values)  # type: ignore[arg-type]

@@ -1,8 +1,10 @@
-"""The bundled Wan2.2 I2V workflow: loaded once, its nodes found by role, a job applied to a copy.
+"""Bundled API-format graphs: loaded once, nodes found by role, a job applied to a copy.
 
-Nodes are found by their `_meta.title` (the role), never by node id, so the graph can be re-exported
-from ComfyUI with new ids as long as the titles stay. A missing or ambiguous role is a start-up
-error, reported to every job instead of a crash loop.
+What is specific to one graph (its roles, progress phases, model inputs, where user LoRAs chain,
+how a job's values are written) is a `GraphSpec` (see graphs.py); this module only knows how to
+load any spec's file and apply it. Nodes are found by their `_meta.title` (the role), never by node
+id, so a graph can be re-exported from ComfyUI with new ids as long as the titles stay. A missing
+or ambiguous role is a start-up error, reported to every job instead of a crash loop.
 """
 from __future__ import annotations
 
@@ -10,68 +12,38 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import STARTUP_FAILED, WorkerError
 
 Graph = dict[str, dict[str, Any]]
 
-# role (node title) -> ComfyUI class the role must be
-ROLES: dict[str, str] = {
-    "High Noise Model": "UNETLoader",
-    "Low Noise Model": "UNETLoader",
-    "High Noise LoRA": "LoraLoaderModelOnly",
-    "Low Noise LoRA": "LoraLoaderModelOnly",
-    "High Noise Shift": "ModelSamplingSD3",
-    "Low Noise Shift": "ModelSamplingSD3",
-    "Text Encoder": "CLIPLoader",
-    "Positive Prompt": "CLIPTextEncode",
-    "Negative Prompt": "CLIPTextEncode",
-    "VAE": "VAELoader",
-    "Start Image": "LoadImage",
-    "Image To Video": "WanImageToVideo",
-    "High Noise Sampler": "KSamplerAdvanced",
-    "Low Noise Sampler": "KSamplerAdvanced",
-    "Decode": "VAEDecode",
-    "Create Video": "CreateVideo",
-    "Save Video": "SaveVideo",
-}
 
+@dataclass(frozen=True)
+class GraphSpec:
+    """One bundled graph: everything the pipeline needs to know about it, in one place."""
 
-# Which progress phase a role's node belongs to; every other node counts as loading models.
-PHASE_OF_ROLE = {
-    "High Noise Sampler": "sampling_high",
-    "Low Noise Sampler": "sampling_low",
-    "Decode": "decoding",
-    "Create Video": "encoding",
-    "Save Video": "encoding",
-}
+    name: str  # what results and dry runs call it: "i2v", "flf2v"
+    file: str  # its file in workflows/
+    roles: Mapping[str, str]  # role (node title) -> the ComfyUI class that node must be
+    phases: Mapping[str, str]  # role -> the progress phase its node starts; others: loading_models
+    model_inputs: tuple[tuple[str, str], ...]  # (role, input) naming each model file the graph loads
+    lora_after: Mapping[str, str]  # expert ("high"/"low") -> role whose MODEL output user LoRAs follow
+    apply: Callable[["Workflow", Graph, Any], None]  # writes a job's values into a copy of the graph
 
 
 @dataclass(frozen=True)
-class I2VParams:
-    """Every value a job sets in the graph, already validated and resolved."""
+class LoraNode:
+    """A user LoRA as the graph needs it: which expert, the name ComfyUI lists, the strength."""
 
-    image_name: str
-    prompt: str
-    negative_prompt: str | None  # None: keep the workflow's own negative prompt
-    seed: int
-    width: int
-    height: int
-    length: int
-    fps: float
-    steps: int
-    cfg: float
-    shift: float
-    lora_strength: float  # 0 turns the LightX2V LoRAs off (quality mode)
-    switch_step: int
-    sampler: str
-    scheduler: str
-    filename_prefix: str
+    expert: str  # "high" | "low"
+    name: str  # lora_name, relative to a folder of ComfyUI's `loras` search path
+    strength: float
 
 
 @dataclass(frozen=True)
 class Workflow:
+    spec: GraphSpec
     graph: Graph
     roles: dict[str, str]  # role -> node id
     path: str
@@ -81,81 +53,80 @@ class Workflow:
 
     def phases(self) -> dict[str, str]:
         """node id -> progress phase, for the nodes that start a new phase."""
-        return {self.roles[role]: phase for role, phase in PHASE_OF_ROLE.items()}
+        return {self.roles[role]: phase for role, phase in self.spec.phases.items()}
 
-    @property
-    def default_negative_prompt(self) -> str:
-        return str(self.inputs(self.graph, "Negative Prompt")["text"])
+    def default(self, role: str, key: str) -> Any:
+        return self.inputs(self.graph, role)[key]
 
     def model_names(self) -> set[str]:
         """The model file names the loader nodes ask for (checked against the manifest)."""
-        names = set()
-        for role, key in (("High Noise Model", "unet_name"), ("Low Noise Model", "unet_name"),
-                          ("High Noise LoRA", "lora_name"), ("Low Noise LoRA", "lora_name"),
-                          ("Text Encoder", "clip_name"), ("VAE", "vae_name")):
-            names.add(str(self.inputs(self.graph, role)[key]))
-        return names
+        return {str(self.default(role, key)) for role, key in self.spec.model_inputs}
+
+    def build(self, params: Any, loras: Sequence[LoraNode] = ()) -> Graph:
+        """A copy with the job's values applied and its LoRAs chained in; the loaded graph never changes."""
+        g = copy.deepcopy(self.graph)
+        self.spec.apply(self, g, params)
+        for expert, after in self.spec.lora_after.items():
+            chain_loras(g, self.roles[after], [lo for lo in loras if lo.expert == expert], expert)
+        return g
+
+
+def chain_loras(g: Graph, after: str, loras: Sequence[LoraNode], expert: str) -> None:
+    """Insert one LoraLoaderModelOnly per LoRA after node `after`: whatever read that node's model
+    now reads the last LoRA's."""
+    if not loras:
+        return
+    consumers = [(nid, key) for nid, node in g.items() for key, value in node["inputs"].items()
+                 if value == [after, 0]]
+    next_id = max((int(k) for k in g if k.isdigit()), default=0) + 1
+    previous = after
+    for n, lora in enumerate(loras, 1):
+        node_id, next_id = str(next_id), next_id + 1
+        g[node_id] = {"class_type": "LoraLoaderModelOnly",
+                      "inputs": {"model": [previous, 0], "lora_name": lora.name, "strength_model": lora.strength},
+                      "_meta": {"title": f"User LoRA {expert} {n}"}}
+        previous = node_id
+    for node_id, key in consumers:
+        g[node_id]["inputs"][key] = [previous, 0]
 
 
 def _fail(path: Path, why: str) -> WorkerError:
     return WorkerError(
         STARTUP_FAILED,
-        f"The workflow {path} is not usable: {why}. Restore the bundled workflow or fix WORKFLOW_PATH.",
+        f"The workflow {path} is not usable: {why}. Restore the bundled workflows or fix WORKFLOWS_DIR.",
         {"workflow_path": str(path)},
     )
 
 
-def find_roles(graph: Graph, path: Path) -> dict[str, str]:
+def find_roles(graph: Graph, path: Path, roles: Mapping[str, str]) -> dict[str, str]:
     """Map each role to its node id; every role must appear exactly once with the right class."""
     by_title: dict[str, list[str]] = {}
     for node_id, node in graph.items():
         if not isinstance(node, dict) or "class_type" not in node or not isinstance(node.get("inputs"), dict):
             raise _fail(path, f"node {node_id!r} is not an API-format node (class_type + inputs)")
         title = (node.get("_meta") or {}).get("title")
-        if title in ROLES:
+        if title in roles:
             by_title.setdefault(title, []).append(node_id)
-    roles: dict[str, str] = {}
-    for role, class_type in ROLES.items():
+    found: dict[str, str] = {}
+    for role, class_type in roles.items():
         ids = by_title.get(role, [])
         if len(ids) != 1:
             raise _fail(path, f"expected one node titled {role!r}, found {len(ids)}")
         if graph[ids[0]]["class_type"] != class_type:
             raise _fail(path, f"node {role!r} is a {graph[ids[0]]['class_type']}, expected {class_type}")
-        roles[role] = ids[0]
-    return roles
+        found[role] = ids[0]
+    return found
 
 
-def load_workflow(path: Path) -> Workflow:
+def load_workflow(spec: GraphSpec, directory: Path) -> Workflow:
+    path = Path(directory) / spec.file
     try:
-        graph = json.loads(Path(path).read_text(encoding="utf-8"))
+        graph = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise _fail(Path(path), f"cannot read it as JSON ({exc})") from None
+        raise _fail(path, f"cannot read it as JSON ({exc})") from None
     if not isinstance(graph, dict) or "nodes" in graph:
-        raise _fail(Path(path), "it is not in ComfyUI's API format (export it with 'Export (API)')")
-    return Workflow(graph=graph, roles=find_roles(graph, Path(path)), path=str(path))
-
-
-def build_i2v(wf: Workflow, p: I2VParams) -> Graph:
-    """A copy of the workflow with the job's values applied; the loaded workflow never changes."""
-    g = copy.deepcopy(wf.graph)
-    wf.inputs(g, "Start Image")["image"] = p.image_name
-    wf.inputs(g, "Positive Prompt")["text"] = p.prompt
-    if p.negative_prompt is not None:
-        wf.inputs(g, "Negative Prompt")["text"] = p.negative_prompt
-    wf.inputs(g, "Image To Video").update(width=p.width, height=p.height, length=p.length)
-    wf.inputs(g, "Create Video")["fps"] = p.fps
-    for role in ("High Noise Shift", "Low Noise Shift"):
-        wf.inputs(g, role)["shift"] = p.shift
-    for role in ("High Noise LoRA", "Low Noise LoRA"):
-        wf.inputs(g, role)["strength_model"] = p.lora_strength
-    for role, start, end in (("High Noise Sampler", 0, p.switch_step),
-                             ("Low Noise Sampler", p.switch_step, p.steps)):
-        wf.inputs(g, role).update(
-            noise_seed=p.seed, steps=p.steps, cfg=p.cfg, sampler_name=p.sampler,
-            scheduler=p.scheduler, start_at_step=start, end_at_step=end,
-        )
-    wf.inputs(g, "Save Video")["filename_prefix"] = p.filename_prefix
-    return g
+        raise _fail(path, "it is not in ComfyUI's API format (export it with 'Export (API)')")
+    return Workflow(spec=spec, graph=graph, roles=find_roles(graph, path, spec.roles), path=str(path))
 
 
 def isolate_outputs(graph: Graph, folder: str) -> Graph:

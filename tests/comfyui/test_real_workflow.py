@@ -16,6 +16,7 @@ from tests.test_handler import two_image_workflow
 from tests.video import decode, decode_result
 from wan_worker.handler import handler
 from wan_worker.settings import load_settings
+from wan_worker.graphs import I2V
 from wan_worker.workflow import load_workflow
 
 IMAGES = [{"name": "first.png", "image": png_b64(96, 54, (200, 80, 40))},
@@ -76,7 +77,7 @@ def test_a_node_failing_while_executing_is_named(real_env):
 
 def long_i2v_graph(steps: int) -> dict[str, Any]:
     """The bundled graph with a high-noise sampler that runs `steps` steps: long enough to time out."""
-    wf = load_workflow(load_settings().workflow_file)
+    wf = load_workflow(I2V, load_settings().workflows_path)
     graph = {k: dict(v, inputs=dict(v["inputs"])) for k, v in wf.graph.items()}
     wf.inputs(graph, "Start Image")["image"] = "start.png"
     wf.inputs(graph, "Positive Prompt")["text"] = PROMPT  # the session's cached encodings

@@ -14,7 +14,8 @@ Rules reproduced (from the recordings in the real server's answers and its execu
 - a link to a missing node or slot raises, reported as `exception_during_validation` on the output;
 - `_meta` and inputs the schema does not know are ignored; hidden inputs are not checked;
 - LoadImage / LoadImageMask skip the combo check for `image` and instead require the file to exist
-  (`custom_validation_failed`, `image - Invalid image file: NAME`), as their VALIDATE_INPUTS does.
+  (`custom_validation_failed`, `image - Invalid image file: NAME`), as their VALIDATE_INPUTS does;
+  LoadVideo (`file`) and LoadAudio (`audio`) likewise.
 """
 from __future__ import annotations
 
@@ -53,10 +54,19 @@ def _image_file_exists(value: Any, dirs: Dirs) -> bool | str:
     return True
 
 
+def _file_exists(kind: str) -> Callable[[Any, Dirs], bool | str]:
+    """LoadVideo's and LoadAudio's own checks, worded as theirs (comfy_extras/nodes_video.py, nodes_audio.py)."""
+    def check(value: Any, dirs: Dirs) -> bool | str:
+        return True if dirs.resolve(str(value)).exists() else f"Invalid {kind} file: {value}"
+    return check
+
+
 # class_type -> (input names the node checks itself, the check). Such inputs skip min/max/combo.
 CUSTOM_VALIDATORS: dict[str, tuple[tuple[str, ...], Callable[[Any, Dirs], bool | str]]] = {
     "LoadImage": (("image",), _image_file_exists),
     "LoadImageMask": (("image",), _image_file_exists),
+    "LoadVideo": (("file",), _file_exists("video")),
+    "LoadAudio": (("audio",), _file_exists("audio")),
 }
 
 

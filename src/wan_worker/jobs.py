@@ -1,0 +1,154 @@
+"""A validated request -> a `Plan`: the graph to queue, the files to upload, and what the result
+and a dry run show. Everything that can be checked without the GPU is checked here: the model
+files the graph loads, the LoRAs (downloaded if given by URL), every input image or media file.
+
+Video jobs (I2V, first-last-frame) pick a bundled graph by `graphs.spec_for`; workflow mode brings
+its own graph. Either way the handler runs the same pipeline on the plan.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, ContextManager, Protocol
+
+from . import loras as lora_files
+from .graphs import VideoParams, spec_for
+from .images import PreparedImage, load_image
+from .media import Media, load_media
+from .models import check_volume
+from .progress import Progress
+from .request import I2VRequest, Request, WorkflowRequest, resolve_size
+from .settings import Settings
+from .workflow import Graph, Workflow
+
+log = logging.getLogger(__name__)
+
+
+class Timed(Protocol):
+    """The handler's timings: `with timings.phase("image"): ...` adds to the result's timings_ms."""
+
+    def phase(self, name: str) -> ContextManager[None]: ...
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file for ComfyUI's input folder."""
+
+    name: str
+    data: bytes
+    mime_type: str
+
+
+@dataclass
+class Plan:
+    """One job, resolved: what to upload, the graph to queue, and how to report it."""
+
+    kind: str  # "video": one MP4 and its metadata; "files": every output, as worker-comfyui returns them
+    uploads: list[Upload]
+    build: Callable[[list[str]], Graph]  # the graph, given the names ComfyUI stored the uploads under
+    phases: dict[str, str] = field(default_factory=dict)  # node id -> progress phase
+    default_phase: str = "running"
+    checks: dict[str, Any] = field(default_factory=dict)  # what a dry run reports
+    fields: dict[str, Any] = field(default_factory=dict)  # extra result fields (seed, size, loras...)
+    last_frame: bool = False
+
+    @property
+    def upload_names(self) -> list[str]:
+        return [u.name for u in self.uploads]
+
+
+def plan(settings: Settings, workflows: dict[str, Workflow], job_id: str, req: Request,
+         progress: Progress, timings: Timed) -> Plan:
+    if isinstance(req, WorkflowRequest):
+        return plan_workflow(settings, req, timings)
+    return plan_video(settings, workflows, job_id, req, progress, timings)
+
+
+def plan_workflow(settings: Settings, req: WorkflowRequest, timings: Timed) -> Plan:
+    """The client's own graph and files; the graph brings its own models, which ComfyUI validates."""
+    with timings.phase("image"):
+        media: list[Media] = [load_media(i.name, i.image, settings, f"images[{n}].image")
+                              for n, i in enumerate(req.images)]
+    return Plan(kind="files", uploads=[Upload(m.name, m.data, m.mime_type) for m in media],
+                build=lambda _names: req.workflow, checks={"images": [m.check() for m in media]})
+
+
+def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, req: I2VRequest,
+               progress: Progress, timings: Timed) -> Plan:
+    wf = workflows[spec_for(req.end_image is not None).name]
+    with timings.phase("validate"):
+        volume = check_volume(settings, wf.model_names())
+        if not req.dry_run:
+            volume.raise_for_problems()
+    with timings.phase("image"):
+        start = load_image(req.image, settings)
+        end = load_image(req.end_image, settings, field="end_image") if req.end_image else None
+    loras = resolve_loras(req, settings, progress, timings)
+    params = video_params(job_id, req, start, end)
+    log.info("%s %dx%d, %d frames at %g fps, %d steps, seed %d, %d LoRA(s), prompt %r (%d chars)",
+             wf.spec.name, params.width, params.height, params.length, params.fps, params.steps, params.seed,
+             len(loras), req.prompt[:40], len(req.prompt))
+    uploads = [Upload(params.image_name, start.data, start.mime_type)]
+    if end is not None and params.end_image_name:
+        uploads.append(Upload(params.end_image_name, end.data, end.mime_type))
+    nodes = [lo.node() for lo in loras]
+
+    def build(names: list[str]) -> Graph:
+        return wf.build(_with_names(params, names), nodes)
+
+    fields = video_fields(params, wf.spec.name)
+    if loras:
+        fields["loras"] = [lo.to_dict() for lo in loras]
+    return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(), default_phase="loading_models",
+                checks=video_checks(start, end, params, volume.to_dict(), loras), fields=fields,
+                last_frame=req.return_last_frame)
+
+
+def resolve_loras(req: I2VRequest, settings: Settings, progress: Progress,
+                  timings: Timed) -> list[lora_files.ResolvedLora]:
+    """The job's LoRAs, found or downloaded (a dry run never downloads), progress while downloading."""
+    if not req.loras:
+        return []
+
+    def report(done: int, _total: int | None) -> None:
+        progress.phase("downloading_loras", bytes=done)
+
+    with timings.phase("loras"):
+        return lora_files.resolve(lora_files.choices(req.loras), settings, download=not req.dry_run,
+                                  progress=report)
+
+
+def video_params(job_id: str, req: I2VRequest, start: PreparedImage, end: PreparedImage | None) -> VideoParams:
+    width, height = resolve_size(req, start.width, start.height)
+    return VideoParams(
+        image_name=f"wan_{job_id}.{start.extension}", prompt=req.prompt, negative_prompt=req.negative_prompt,
+        seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
+        width=width, height=height, length=req.length, fps=req.fps, steps=req.steps,  # type: ignore[arg-type]
+        cfg=req.cfg, shift=req.shift, lora_strength=req.effective_lora_strength,  # type: ignore[arg-type]
+        switch_step=req.switch_step, sampler=req.sampler, scheduler=req.scheduler,  # type: ignore[arg-type]
+        filename_prefix=f"wan_{job_id}",
+        end_image_name=f"wan_{job_id}_end.{end.extension}" if end is not None else None,
+    )
+
+
+def _with_names(p: VideoParams, names: list[str]) -> VideoParams:
+    """The params with the names ComfyUI stored the uploads under (start image first)."""
+    return replace(p, image_name=names[0], end_image_name=names[1] if len(names) > 1 else p.end_image_name)
+
+
+def video_fields(p: VideoParams, graph: str) -> dict[str, Any]:
+    return {"graph": graph, "seed": p.seed, "width": p.width, "height": p.height, "length": p.length,
+            "fps": p.fps, "duration_s": round(p.length / p.fps, 3)}
+
+
+def video_checks(start: PreparedImage, end: PreparedImage | None, p: VideoParams, models: dict[str, Any],
+                 loras: list[lora_files.ResolvedLora]) -> dict[str, Any]:
+    checks: dict[str, Any] = {"image": {"width": start.width, "height": start.height, "format": start.format}}
+    if end is not None:
+        checks["end_image"] = {"width": end.width, "height": end.height, "format": end.format,
+                               "fit": f"scaled to cover {p.width}x{p.height}, then center-cropped"}
+    checks["models"] = models
+    if loras:
+        checks["loras"] = [{**lo.to_dict(), "path": lo.path} for lo in loras]
+    return checks
