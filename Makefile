@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test dry-run lint clean
+.PHONY: test test-comfyui dry-run lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,22 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not comfyui"
+
+# The real-ComfyUI tier: ComfyUI from COMFYUI_DIR (any checkout; default ../shared/comfyui/src) in its
+# own venv (.venv-comfyui: torch as the Dockerfile pins it, then ComfyUI's requirements), tiny
+# Wan2.2-shaped models (tests/tinywan.py), one real ComfyUI on 127.0.0.1 for the session.
+COMFYUI_DIR ?= ../shared/comfyui/src
+COMFY_VENV ?= .venv-comfyui
+COMFY_STAMP := $(COMFY_VENV)/.installed
+
+$(COMFY_STAMP): scripts/comfyui-venv.sh
+	@test -f "$(COMFYUI_DIR)/main.py" || { echo "no ComfyUI checkout at $(COMFYUI_DIR): set COMFYUI_DIR=/path/to/ComfyUI" >&2; exit 2; }
+	bash scripts/comfyui-venv.sh $(COMFY_VENV) $(COMFYUI_DIR)
+	touch $(COMFY_STAMP)
+
+test-comfyui: $(STAMP) $(COMFY_STAMP)
+	COMFYUI_DIR=$(abspath $(COMFYUI_DIR)) COMFY_PYTHON=$(abspath $(COMFY_VENV))/bin/python \
+		$(PY) -m pytest -m comfyui tests/comfyui
 
 # Runs test_input.json once through the real RunPod SDK in dry-run mode: no GPU, ComfyUI or models.
 dry-run: $(STAMP)
@@ -32,4 +48,4 @@ lint: $(STAMP)
 	$(VENV)/bin/hadolint Dockerfile
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(COMFY_VENV) build dist src/*.egg-info .pytest_cache

@@ -8,7 +8,6 @@ import json
 import threading
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -138,6 +137,15 @@ def test_lora_dry_run_shows_names_and_strengths_without_downloading(worker_env, 
         [("high", -0.5, "to_download"), ("low", -0.5, "to_download")]
     assert lora_server["hits"] == 0
     assert len([n for n in result["workflow"].values() if n["_meta"]["title"].startswith("User LoRA")]) == 2
+
+
+def test_dry_run_reports_lora_problems_as_it_reports_missing_models(worker_env, fake, volume):
+    write_lora(volume / "loras" / "sdxl.safetensors", ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight",))
+    result = handler(job(loras=[{"low": "nope.safetensors"}, {"high": "sdxl.safetensors"}], dry_run=True))
+    assert "error" not in result, result
+    states = [(lo["expert"], lo["state"]) for lo in result["checks"]["loras"]]
+    assert states == [("low", "missing"), ("high", "incompatible")]
+    assert "nope.safetensors" in result["checks"]["loras"][0]["problem"]
 
 
 def test_missing_lora_is_reported_before_comfyui(worker_env, fake, volume):
@@ -302,8 +310,8 @@ def test_media_over_max_input_mb(worker_env, fake, monkeypatch):
     monkeypatch.setenv("MAX_INPUT_MB", "0.001")
     handler_module.worker.cache_clear()
     mp4 = (FIXTURES / "success.mp4").read_bytes()
-    result = handler({"id": "media-5", "input": {"workflow": media_workflow(),
-                                                  "images": [{"name": "clip.mp4", "image": base64.b64encode(mp4).decode()}]}})
+    images = [{"name": "clip.mp4", "image": base64.b64encode(mp4).decode()}]
+    result = handler({"id": "media-5", "input": {"workflow": media_workflow(), "images": images}})
     assert result["error_code"] == "INVALID_INPUT" and "MAX_INPUT_MB" in result["error"]
 
 

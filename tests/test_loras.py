@@ -54,7 +54,8 @@ def refused(code: str, fn: Callable[[], object]) -> WorkerError:
 @pytest.mark.parametrize("keys", [
     WAN_LORA_KEYS,
     ("diffusion_model.blocks.3.cross_attn.k.lora_A.weight", "diffusion_model.blocks.3.cross_attn.k.lora_B.weight"),
-    ("lora_unet_blocks_0_ffn_0.lora_down.weight", "lora_unet_blocks_0_ffn_0.lora_up.weight", "lora_unet_blocks_0_ffn_0.alpha"),
+    ("lora_unet_blocks_0_ffn_0.lora_down.weight", "lora_unet_blocks_0_ffn_0.lora_up.weight",
+     "lora_unet_blocks_0_ffn_0.alpha"),
     ("lora_unet__blocks_0_cross_attn_k.lora_down.weight",),  # Wan Fun, converted by ComfyUI
     ("diffusion_model.blocks.0.norm3.diff", "diffusion_model.blocks.0.self_attn.o.diff_b"),
 ])
@@ -277,7 +278,8 @@ def test_tokens_go_only_to_their_own_hosts():
 def test_each_redirect_hop_gets_only_its_own_hosts_headers(tmp_path, server):
     server.file("/file", b"data")
     server.redirect("/start", server.url("/file", "127.0.0.1"))
-    policy = FetchPolicy("f", 1000, "X", 5, "Y", headers_for=lambda host: {"X-Token": "t"} if host == "localhost" else {})
+    policy = FetchPolicy("f", 1000, "X", 5, "Y",
+                         headers_for=lambda host: {"X-Token": "t"} if host == "localhost" else {})
     fetch(server.url("/start", "localhost"), settings_for(tmp_path), policy, lambda _c: None)
     (first, h1), (second, h2) = server.requests
     assert (first, h1.get("X-Token")) == ("/start", "t")

@@ -28,6 +28,10 @@ def test_wheel_carries_the_graphs_and_an_installed_worker_finds_them(tmp_path: P
     with zipfile.ZipFile(wheel) as zf:
         packed = {n: zf.read(n) for n in zf.namelist() if n.startswith("wan_worker/workflows/")}
     assert sorted(Path(n).name for n in packed) == graphs
+    with zipfile.ZipFile(wheel) as zf:
+        modules = {n for n in zf.namelist() if n.endswith(".py")}
+    sources = {p.relative_to(REPO / "src").as_posix() for p in (REPO / "src" / "wan_worker").rglob("*.py")}
+    assert sources <= modules, f"not in the wheel (add the package to pyproject.toml): {sorted(sources - modules)}"
     for name, data in packed.items():
         assert data == (REPO / "workflows" / Path(name).name).read_bytes()
 

@@ -49,11 +49,13 @@ def b64_file(path: Path) -> str:
     return encoded.decode("ascii")
 
 
-def deliver_video(path: Path, filename: str, job_id: str, output: str, settings: Settings) -> dict[str, Any]:
-    """The I2V result's video fields: `video` (base64) or `video_url`."""
+def deliver_video(path: Path, filename: str, job_id: str, output: str, settings: Settings,
+                  also_inline: int = 0) -> dict[str, Any]:
+    """The I2V result's video fields: `video` (base64) or `video_url`. `also_inline` counts bytes
+    that travel with it (the last frame), so the inline result stays under RunPod's cap."""
     size = path.stat().st_size
     fields: dict[str, Any] = {"mime_type": mime_type(filename), "filename": filename, "bytes": size}
-    if use_s3(output, settings, size):
+    if use_s3(output, settings, size + also_inline):
         fields["video_url"] = s3.upload_file(path, s3.object_key(job_id, filename), settings,
                                              fields["mime_type"]).url
     else:

@@ -147,10 +147,11 @@ def deliver(w: Worker, j: Job, req: Request, plan: jobs.Plan, tmp: Path) -> dict
         raise WorkerError(NO_OUTPUT, "ComfyUI finished but saved no video; check that the workflow's "
                                      "Save Video node is connected.", {"prompt_id": j.run.prompt_id})
     path = w.comfy.fetch(video, tmp)
-    result = delivery.deliver_video(path, video.filename, j.id, req.output, w.settings)
-    if plan.last_frame:
-        result.update(delivery.deliver_last_frame(last_frame_png(path), video.filename, j.id,
-                                                  as_url="video_url" in result, settings=w.settings))
+    last = last_frame_png(path) if plan.last_frame else None
+    result = delivery.deliver_video(path, video.filename, j.id, req.output, w.settings, len(last or b""))
+    if last is not None:
+        result.update(delivery.deliver_last_frame(last, video.filename, j.id, as_url="video_url" in result,
+                                                  settings=w.settings))
     return result
 
 

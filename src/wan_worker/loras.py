@@ -15,6 +15,7 @@ read here and a file without Wan-style keys is refused (see WAN_KEY).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -73,16 +74,18 @@ class ResolvedLora:
 
     choice: LoraChoice
     name: str  # lora_name for ComfyUI (relative to a loras folder)
-    path: str | None  # None: a URL not downloaded yet (dry run)
-    state: str  # "ok" | "cached" | "downloaded" | "to_download"
+    path: str | None  # None: a URL not downloaded yet, or a problem (dry run)
+    state: str  # "ok" | "cached" | "downloaded" | "to_download"; a dry run also: "missing" | "damaged" | "incompatible"
+    problem: str = ""  # a dry run's report of what a real job would refuse
 
     def node(self) -> LoraNode:
         return LoraNode(self.choice.expert, self.name, self.choice.strength)
 
     def to_dict(self) -> dict[str, Any]:
         """What results and dry runs show: never a URL's query string (it may hold a token)."""
-        return {"expert": self.choice.expert, "source": redact(self.choice.source), "name": self.name,
-                "strength": self.choice.strength, "state": self.state}
+        shown = {"expert": self.choice.expert, "source": redact(self.choice.source), "name": self.name,
+                 "strength": self.choice.strength, "state": self.state}
+        return {**shown, "problem": self.problem} if self.problem else shown
 
 
 def choices(entries: Sequence[LoraEntry]) -> list[LoraChoice]:
@@ -104,7 +107,8 @@ def resolve(loras: Sequence[LoraChoice], settings: Settings, download: bool,
     """Find, download (unless `download` is False: a dry run) and check every LoRA.
 
     Raises MODELS_MISSING (a name on no loras folder), MODEL_DAMAGED, LORA_INCOMPATIBLE (no Wan
-    keys) or LORA_DOWNLOAD_FAILED, naming the field and the file.
+    keys) or LORA_DOWNLOAD_FAILED, naming the field and the file. A dry run (download=False)
+    reports the first three in the result instead, as it reports missing models.
     """
     dirs = model_dirs(settings)["loras"]
     resolved: dict[str, ResolvedLora] = {}  # one lookup/download per source, even if used twice
@@ -112,11 +116,24 @@ def resolve(loras: Sequence[LoraChoice], settings: Settings, download: bool,
     for choice in loras:
         first = resolved.get(choice.source)
         if first is None:
-            first = (_from_url(choice, settings, dirs, download, progress) if choice.is_url
-                     else _from_volume(choice, dirs))
+            first = _resolve_one(choice, settings, dirs, download, progress)
             resolved[choice.source] = first
-        out.append(ResolvedLora(choice, first.name, first.path, first.state))
+        out.append(ResolvedLora(choice, first.name, first.path, first.state, first.problem))
     return out
+
+
+_DRY_RUN_STATES = {MODELS_MISSING: "missing", MODEL_DAMAGED: "damaged", LORA_INCOMPATIBLE: "incompatible"}
+
+
+def _resolve_one(choice: LoraChoice, settings: Settings, dirs: Sequence[Path], download: bool,
+                 progress: Progress | None) -> ResolvedLora:
+    try:
+        return (_from_url(choice, settings, dirs, download, progress) if choice.is_url
+                else _from_volume(choice, dirs))
+    except WorkerError as err:
+        if download or err.code not in _DRY_RUN_STATES:
+            raise
+        return ResolvedLora(choice, choice.source, None, _DRY_RUN_STATES[err.code], err.message)
 
 
 # ---------------------------------------------------------------- on the volume
@@ -250,7 +267,8 @@ def _download_once(choice: LoraChoice, dest: Path, settings: Settings, progress:
             _download(choice, dest, settings, progress)
             return "downloaded"
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # a filesystem without locks: nothing to release
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _lock(lock: Any, choice: LoraChoice, settings: Settings) -> None:

@@ -12,6 +12,7 @@ PROMPT and NEGATIVE, and the first job of the session pays for both.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import os
 import shutil
@@ -41,12 +42,17 @@ NEGATIVE = "bright colors, overexposed, static, blurred details, subtitles, low 
 COMFY_FLAGS = ["--disable-auto-launch", "--disable-metadata", "--disable-api-nodes", "--cpu", "--cache-lru", "64"]
 
 
+# Per test, fixtures included: the test that pays the session's cold text encode takes minutes.
+TEST_TIMEOUT_S = 900
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/comfyui is the `comfyui` tier (make test deselects it)."""
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.comfyui)
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
 
 
 def comfyui_dir() -> Path:
@@ -58,11 +64,16 @@ def comfy_python() -> Path:
 
 
 def require_comfyui() -> tuple[Path, Path]:
+    """The checkout and interpreter; skips when neither was asked for, fails when a given one is wrong."""
     src, python = comfyui_dir(), comfy_python()
-    if not (src / "main.py").is_file():
-        pytest.skip(f"no ComfyUI checkout at {src}: set COMFYUI_DIR (make test-comfyui does)")
-    if not python.is_file():
-        pytest.skip(f"no ComfyUI interpreter at {python}: run make test-comfyui (it creates .venv-comfyui)")
+    for what, path, ok, var in (("ComfyUI checkout", src, (src / "main.py").is_file(), "COMFYUI_DIR"),
+                                ("ComfyUI interpreter", python, python.is_file(), "COMFY_PYTHON")):
+        if ok:
+            continue
+        message = f"no {what} at {path}: run make test-comfyui (it sets {var} and creates .venv-comfyui)"
+        if os.environ.get(var):
+            pytest.fail(message)
+        pytest.skip(message)
     return src, python
 
 
@@ -139,13 +150,19 @@ class RealComfy:
                 **extra}
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when pytest dies, so a killed run leaves no ComfyUI eating the CPU."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_comfyui(python: Path, comfy_dir: Path, port: int, yaml: Path, log_path: Path) -> subprocess.Popen:
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [str(python), "-u", "main.py", "--listen", "127.0.0.1", "--port", str(port),
              "--extra-model-paths-config", str(yaml), *COMFY_FLAGS],
             cwd=comfy_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            start_new_session=True, preexec_fn=_die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = START_TIMEOUT_S) -> None:

@@ -1,0 +1,66 @@
+"""tests/tinywan against ComfyUI's own model code: the layouts we write by hand are exactly the
+state dicts of ComfyUI's WanModel and WanVAE, and the files are deterministic from a seed."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from tests.comfyui.conftest import REPO, require_comfyui
+
+COMPARE = """
+import json, sys
+sys.path.insert(0, {src!r})
+import comfy.cli_args
+comfy.cli_args.args.cpu = True  # no GPU here; ComfyUI's device probe must not look for one
+import comfy.ops
+from comfy.ldm.wan.model import WanModel
+from comfy.ldm.wan.vae import WanVAE
+sys.path.insert(0, {repo!r})
+import importlib.util
+spec = importlib.util.spec_from_file_location("tinywan", {tinywan!r})
+tw = importlib.util.module_from_spec(spec); spec.loader.exec_module(tw)
+
+def shapes(module):
+    return {{k: list(v.shape) for k, v in module.state_dict().items()}}
+
+dit = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=tw.I2V_IN_DIM, dim=tw.DIM,
+               ffn_dim=tw.FFN, freq_dim=tw.FREQ_DIM, text_dim=tw.TEXT_DIM, out_dim=tw.OUT_DIM, num_heads=1,
+               num_layers=tw.LAYERS, device="meta", operations=comfy.ops.disable_weight_init)
+vae = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+             temperal_downsample=[False, True, True], dropout=0.0)
+mine = {{"dit": tw.dit_shapes(), "vae": tw.vae21_shapes()}}
+print(json.dumps({{"dit": [shapes(dit), {{k: list(v) for k, v in mine["dit"].items()}}],
+                   "vae": [shapes(vae), {{k: list(v) for k, v in mine["vae"].items()}}]}}))
+"""
+
+
+def test_layouts_are_comfyuis_own_state_dicts():
+    src, python = require_comfyui()
+    code = COMPARE.format(src=str(src), repo=str(REPO), tinywan=str(REPO / "tests" / "tinywan.py"))
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, (comfy, ours) in result.items():
+        assert comfy == ours, (name, set(comfy) ^ set(ours),
+                               {k for k in comfy if k in ours and comfy[k] != ours[k]})
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.safetensors"))}
+
+
+def test_files_are_deterministic_from_the_seed(tmp_path: Path):
+    _, python = require_comfyui()
+
+    def make(folder: Path, seed: int) -> dict[str, str]:
+        subprocess.run([str(python), "-m", "tests.tinywan", str(folder), "--seed", str(seed)], cwd=REPO,
+                       check=True, capture_output=True, timeout=300)
+        return digests(folder)
+
+    first, again, other = make(tmp_path / "a", 1), make(tmp_path / "b", 1), make(tmp_path / "c", 2)
+    assert len(first) == 6 and first == again
+    # the text encoder holds no random weights (norms 1, biases 0, zeros): only it may repeat
+    assert [k for k in first if first[k] == other[k]] == ["text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"]
