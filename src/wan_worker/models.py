@@ -367,9 +367,10 @@ class VolumeReport:
             also = f"; also damaged: {', '.join(f.model.rel_path for f in self.damaged)}"
         of_set = f" of set {self.model_set}" if self.model_set else ""
         return (f"{count} model file{'s' if count > 1 else ''}{of_set} {'are' if count > 1 else 'is'} "
-                f"missing: {names} (searched {where}){also}; {self._fix_missing()}.")
+                f"missing: {names} (searched {where}){also}; {self.fix_missing()}.")
 
-    def _fix_missing(self) -> str:
+    def fix_missing(self) -> str:
+        """What to run: download the job's set, or (a whole-volume report) every incomplete set."""
         if self.model_set:
             return FIX_MISSING.format(sets=self.model_set)
         sets = [s.model_set.name for s in self.sets if not s.complete] or [DEFAULT_SET]
@@ -539,7 +540,7 @@ def format_report(report: VolumeReport) -> str:
     if report.ok:
         lines.append(f"All {len(report.files)} model files are present and complete.")
     if report.missing:
-        lines.append(f"{len(report.missing)} missing: {report._fix_missing()}.")
+        lines.append(f"{len(report.missing)} missing: {report.fix_missing()}.")
     if report.damaged:
         lines.append(f"{len(report.damaged)} damaged: {FIX_DAMAGED}.")
     return "\n".join(lines)
