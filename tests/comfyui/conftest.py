@@ -141,6 +141,10 @@ class RealComfy:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def files(self) -> set[Path]:
+        """Every file in ComfyUI's input/ and output/ folders."""
+        return {p for d in ("input", "output") for p in (self.comfy_dir / d).rglob("*") if p.is_file()}
+
     def history(self) -> dict[str, Any]:
         return requests.get(f"{self.url}/history", timeout=10).json()
 

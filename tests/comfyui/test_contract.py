@@ -52,7 +52,7 @@ class Side:
             body["prompt_id"] = prompt_id
         return requests.post(f"{self.url}/prompt", json=body, timeout=30)
 
-    def messages_until_done(self, prompt_id: str, timeout: float = 300,
+    def messages_until_done(self, prompt_id: str, timeout: float = 600,
                             on_message=None) -> list[dict[str, Any]]:
         """This prompt's JSON messages, up to `executing` with node null."""
         out: list[dict[str, Any]] = []
@@ -90,11 +90,14 @@ def stand_in(real_comfy: RealComfy, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def sides(stand_in: FakeComfy, real_comfy: RealComfy) -> Iterator[tuple[Side, Side]]:
     fake_side, real_side = Side("stand-in", stand_in.url), Side("real", real_comfy.url)
+    files_before = real_comfy.files()
     try:
         yield fake_side, real_side
     finally:
         fake_side.close()
         real_side.close()
+        for path in real_comfy.files() - files_before:  # leave the session's ComfyUI as it was
+            path.unlink(missing_ok=True)
 
 
 def both(sides: tuple[Side, Side], scenario) -> tuple[Any, Any]:
@@ -227,6 +230,38 @@ def test_rejections_have_the_same_bodies(sides):
         assert f == r
 
 
+def interrupt_scenario(side: Side, graph: dict[str, Any], running: str, waiting: str) -> dict[str, Any]:
+    side.queue(graph, running)
+    second = json.loads(json.dumps(graph))
+    save = next(k for k, n in second.items() if n["class_type"] == "SaveVideo")
+    second[save]["inputs"]["filename_prefix"] = "waiting"
+    side.queue(second, waiting)
+    pending = [item[1] for item in requests.get(f"{side.url}/queue", timeout=10).json()["queue_pending"]]
+    deleted = requests.post(f"{side.url}/queue", json={"delete": [waiting]}, timeout=10)
+    after = requests.get(f"{side.url}/queue", timeout=10).json()
+    sent: list[int] = []
+
+    def interrupt_on_progress(msg: dict[str, Any]) -> None:
+        if msg["type"] == "progress" and not sent:  # the sampler is running: stop it
+            sent.append(requests.post(f"{side.url}/interrupt", json={"prompt_id": running}, timeout=10).status_code)
+
+    messages = side.messages_until_done(running, on_message=interrupt_on_progress)
+    view = message_view(messages)
+    interrupted = next(m["data"] for m in messages if m["type"] == "execution_interrupted")
+    first_progress = next(i for i, v in enumerate(view) if v[0] == "progress")
+    return {
+        "pending_before": waiting in pending,
+        "delete": deleted.status_code,
+        "interrupt": sent,
+        "pending_after": [item[1] for item in after["queue_pending"]],
+        "until_sampling": view[:first_progress],
+        "ending": [v for v in view[first_progress + 1:] if v[0] != "progress"],
+        "interrupted": (sorted(interrupted), interrupted["node_type"]),
+        "history": history_view(side.history(running)[running]),
+        "deleted_history": side.history(waiting),
+    }
+
+
 def test_interrupt_and_queue_delete_behave_the_same(sides, stand_in: FakeComfy):
     """A sampler really running is interrupted; a prompt waiting behind it is deleted."""
 
@@ -234,33 +269,11 @@ def test_interrupt_and_queue_delete_behave_the_same(sides, stand_in: FakeComfy):
         side.upload("start.png", PNG)
         graph = long_i2v_graph(10000)
         running, waiting = str(uuid.uuid4()), str(uuid.uuid4())
-        side.queue(graph, running)
-        second = json.loads(json.dumps(graph))
-        save = next(k for k, n in second.items() if n["class_type"] == "SaveVideo")
-        second[save]["inputs"]["filename_prefix"] = "waiting"
-        side.queue(second, waiting)
-        pending = [item[1] for item in requests.get(f"{side.url}/queue", timeout=10).json()["queue_pending"]]
-        deleted = requests.post(f"{side.url}/queue", json={"delete": [waiting]}, timeout=10)
-        after = requests.get(f"{side.url}/queue", timeout=10).json()
-
-        def interrupt_on_progress(msg: dict[str, Any]) -> None:
-            if msg["type"] == "progress" and msg["data"]["value"] == 1:
-                requests.post(f"{side.url}/interrupt", json={"prompt_id": running}, timeout=10)
-
-        messages = side.messages_until_done(running, on_message=interrupt_on_progress)
-        view = message_view(messages)
-        interrupted = next(m["data"] for m in messages if m["type"] == "execution_interrupted")
-        first_progress = next(i for i, v in enumerate(view) if v[0] == "progress")
-        return {
-            "pending_before": waiting in pending,
-            "delete": deleted.status_code,
-            "pending_after": [item[1] for item in after["queue_pending"]],
-            "until_sampling": view[:first_progress],
-            "ending": [v for v in view[first_progress + 1:] if v[0] != "progress"],
-            "interrupted": (sorted(interrupted), interrupted["node_type"]),
-            "history": history_view(side.history(running)[running]),
-            "deleted_history": side.history(waiting),
-        }
+        try:
+            return interrupt_scenario(side, graph, running, waiting)
+        finally:  # whatever happened, never leave a 10000-step sampler running for the next test
+            requests.post(f"{side.url}/interrupt", json={"prompt_id": running}, timeout=10)
+            requests.post(f"{side.url}/queue", json={"delete": [running, waiting]}, timeout=10)
 
     stand_in.step_delay = 0.05  # a real sampler at 10000 steps runs for minutes; give the stand-in's time too
     try:

@@ -31,6 +31,7 @@ def i2v(job_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def test_i2v_makes_the_requested_video(real_env, real_comfy: RealComfy):
+    files_before = real_comfy.files()
     result = handler(i2v("real-basic", fps=12))
     video = decode_result(result)
     assert len(video.frames) == 5 == result["length"]
@@ -40,9 +41,7 @@ def test_i2v_makes_the_requested_video(real_env, real_comfy: RealComfy):
     assert not video.is_blank()
     assert result["seed"] == 7 and result["duration_s"] == pytest.approx(5 / 12, abs=1e-3)
     assert result["timings_ms"]["execute"] > 0
-    # ComfyUI's folders were left as they were.
-    leftovers = [p for d in ("input", "output") for p in (real_comfy.comfy_dir / d).rglob("*") if p.is_file()]
-    assert leftovers == []
+    assert real_comfy.files() == files_before  # ComfyUI's folders are left as they were
 
 
 def test_comfyui_loads_the_tiny_models_like_the_real_ones(real_env, real_comfy: RealComfy):
