@@ -309,3 +309,22 @@ def test_models_cli_reports_a_partial_volume_per_set(tmp_path, monkeypatch, caps
     assert models.main(["--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["sets"]["ti2v-5b"]["complete"] is True and data["sets"]["i2v-14b"]["missing"]
+
+
+def test_5b_progress_has_one_sampling_phase(worker_env, fake, monkeypatch):
+    """One model, one KSampler: `sampling` (10-90 %) instead of the two expert phases."""
+    import functools
+
+    from wan_worker import handler as handler_module
+    from wan_worker.progress import Progress
+
+    updates: list[dict] = []
+    monkeypatch.setattr(handler_module, "Progress", functools.partial(Progress, interval_s=0.0))
+    monkeypatch.setattr(handler_module, "progress_sender", lambda w, raw: updates.append)
+    assert "error" not in handler({"id": "5b-p", "input": {"prompt": PROMPT, "model": "5b", "steps": 3}})
+    phases = list(dict.fromkeys(u["phase"] for u in updates))
+    assert "sampling" in phases and not {"sampling_high", "sampling_low"} & set(phases), phases
+    steps = [u for u in updates if u["phase"] == "sampling" and "step" in u]
+    assert steps and steps[-1]["steps"] == 3 and 10 <= steps[-1]["percent"] <= 90
+    percents = [u["percent"] for u in updates]
+    assert percents == sorted(percents)
