@@ -3,7 +3,8 @@ and a dry run show. Everything that can be checked without the GPU is checked he
 files the graph loads, the LoRAs (downloaded if given by URL), every input image or media file.
 
 Video jobs (I2V, first-last-frame, text-to-video; model 14b or 5b) run the bundled graph of
-`VideoRequest.spec`; workflow mode brings its own graph. Either way the handler runs the same pipeline on the plan.
+`VideoRequest.spec`; workflow mode brings its own graph. Either way the handler runs the same
+pipeline on the plan.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from . import loras as lora_files
 from .graphs import VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
-from .models import MANIFEST, check_volume
+from .models import check_volume, sets_report
 from .progress import Progress
 from .request import Request, VideoRequest, WorkflowRequest, resolve_size
 from .settings import Settings
@@ -105,7 +106,7 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         fields["loras"] = [lo.to_dict() for lo in loras]
     checks = video_checks(start, end, params, volume.to_dict(), loras)
     if req.dry_run:
-        checks["model_sets"] = check_volume(settings, {m.name for m in MANIFEST}).to_dict()["sets"]
+        checks["model_sets"] = sets_report(settings)
     return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(), default_phase="loading_models",
                 checks=checks, fields=fields, last_frame=req.return_last_frame)
 

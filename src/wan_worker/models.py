@@ -420,6 +420,11 @@ def check_volume(settings: Settings, names: set[str] | None = None,
     return report
 
 
+def sets_report(settings: Settings) -> dict[str, Any]:
+    """Every set on this volume, complete or what it lacks: what a dry run shows beside its own set."""
+    return check_volume(settings).to_dict()["sets"]
+
+
 def _check_file(model: ModelFile, dirs: Sequence[str]) -> FileStatus:
     """First directory holding a regular file of that name, as folder_paths.get_full_path."""
     broken_links = []
