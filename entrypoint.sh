@@ -35,11 +35,17 @@ step() {
 }
 
 # 1. The model volume: report it; missing models do not stop the worker (jobs get the clear error).
-if [[ "${AUTO_DOWNLOAD_MODELS:-false}" == "true" ]]; then
-  log "AUTO_DOWNLOAD_MODELS=true: fetching any missing model files"
-  step "$WORKER_PYTHON" -m wan_worker.download || log "model download failed; jobs will say what is missing"
+#    AUTO_DOWNLOAD_MODELS: false, true (= i2v-14b) or model sets (i2v-14b,t2v-14b,ti2v-5b or all).
+auto_sets="${AUTO_DOWNLOAD_MODELS:-false}"
+case "$auto_sets" in
+  true) auto_sets="i2v-14b" ;;
+  false | "") auto_sets="" ;;
+esac
+if [[ -n "$auto_sets" ]]; then
+  log "AUTO_DOWNLOAD_MODELS=${AUTO_DOWNLOAD_MODELS}: fetching any missing model files of set(s) $auto_sets"
+  step "$WORKER_PYTHON" -m wan_worker.download --set "$auto_sets" || log "model download failed; jobs will say what is missing"
 fi
-step "$WORKER_PYTHON" -m wan_worker.models || log "the model volume is not complete; I2V jobs will fail with MODELS_MISSING or MODEL_DAMAGED until it is"
+step "$WORKER_PYTHON" -m wan_worker.models || log "not every model set is complete (see 'This volume can serve' above); jobs of an incomplete set fail with MODELS_MISSING or MODEL_DAMAGED until it is"
 step_pid=""
 
 # 2. ComfyUI on loopback only, its log lines prefixed. With setpriv it gets SIGTERM when the

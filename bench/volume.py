@@ -1,4 +1,5 @@
-"""A model volume of six sparse stand-in files, and the volume check timed cold and warm.
+"""A model volume of six sparse stand-in files (the i2v-14b set), and the volume check a job of that
+set runs, timed cold and warm.
 
 Each file has the real name, folder and size (14.3 GB per expert, 38 GB in all) but is sparse: a
 valid safetensors header whose one tensor's data_offsets cover the whole file, then a hole made by
@@ -21,6 +22,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import REPO
 
@@ -44,11 +46,11 @@ def write_sparse_safetensors(path: Path, size: int) -> None:
 
 
 def make_volume(root: Path) -> Path:
-    """The six files under root/runpod-volume/..., and the extra_model_paths.yaml that finds them."""
-    from wan_worker.models import MANIFEST, safetensors_problem
+    """The set's six files under root/runpod-volume/..., and the extra_model_paths.yaml that finds them."""
+    from wan_worker.models import safetensors_problem
 
     models = root / "runpod-volume" / "runpod-slim" / "ComfyUI" / "models"
-    for model in MANIFEST:
+    for model in bench_set().files:
         path = models / model.folder / model.name
         write_sparse_safetensors(path, model.approx_bytes)
         problem = safetensors_problem(str(path), path.stat().st_size)
@@ -61,6 +63,13 @@ def make_volume(root: Path) -> Path:
     return yaml_path
 
 
+def bench_set() -> Any:
+    """The set whose check every I2V job runs (a job checks its own set only)."""
+    from wan_worker.models import DEFAULT_SET, MODEL_SETS
+
+    return MODEL_SETS[DEFAULT_SET]
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import procs
 
@@ -70,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from wan_worker.settings import load_settings
 
     settings = load_settings()
+    names, model_set = bench_set().names, bench_set().name
     t0 = time.perf_counter()
-    report = check_volume(settings)
+    report = check_volume(settings, names, model_set)
     cold = (time.perf_counter() - t0) * 1000
     if not report.ok:
         print(json.dumps({"fatal": f"volume check failed: {report.to_dict()}"}), flush=True)
@@ -79,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        report = check_volume(settings)
+        report = check_volume(settings, names, model_set)
         warm.append((time.perf_counter() - t0) * 1000)
         assert report.ok
     # A file that changed (new mtime) has its header read again: the cost of one re-read.
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
     t0 = time.perf_counter()
-    assert check_volume(settings).ok
+    assert check_volume(settings, names, model_set).ok
     changed = (time.perf_counter() - t0) * 1000
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     print(json.dumps({"cold_ms": cold, "warm_ms": warm, "changed_ms": changed,

@@ -81,5 +81,5 @@ def test_local_api_server_runsync(api_server, fake):
     assert resp.json()["status"] == "COMPLETED"
     assert resp.json()["output"]["checks"]["models"]["ok"] is True
 
-    resp = requests.post(f"{api_server}/runsync", timeout=60, json={"input": {"prompt": "p"}})
-    assert resp.json()["status"] == "FAILED" and "`image` is required" in resp.json()["error"]
+    resp = requests.post(f"{api_server}/runsync", timeout=60, json={"input": {"image": png_b64()}})
+    assert resp.json()["status"] == "FAILED" and "`prompt` is required" in resp.json()["error"]

@@ -8,12 +8,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import png_b64
 from tests.test_cli import api_server  # noqa: F401 - the worker's local API server, as a fixture
 from tests.test_handler import two_image_workflow
 from wan_worker.client.cli import main
 
 FAST = ["--poll", "0", "--retry-wait", "0.05"]
+
+
+@pytest.fixture
+def fake(tmp_path, volume):
+    """The stand-in lists the files on the test volume as ComfyUI does (every model set is there), so
+    a prompt-only job's text-to-video graph validates too."""
+    from tests.fakecomfy import FakeComfy
+
+    with FakeComfy(root_dir=tmp_path / "comfyui", extra_model_paths_config=tmp_path / "extra_model_paths.yaml",
+                   scan_models=True) as server:
+        yield server
 
 
 def write_png(path: Path) -> Path:
@@ -56,9 +69,12 @@ def test_worker_errors_come_back_through_the_local_server(api_server, fake, tmp_
     image = write_png(tmp_path / "cat.png")
     assert main([str(image), "p", "--url", api_server, "--length", "80", *FAST]) == 1
     assert "`length` must be 4n+1" in capsys.readouterr().err
-    # text-to-video is the worker's to offer: this one asks for an image, and says so
-    assert main(["--prompt", "a boat at sea", "--url", api_server, *FAST]) == 1
-    assert "`image` is required" in capsys.readouterr().err
+    # a prompt alone is text-to-video (the worker decides): it runs the T2V graph
+    assert main(["--prompt", "a boat at sea", "--url", api_server, "-o", str(tmp_path / "boat.mp4"), *FAST]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "boat.mp4").read_bytes() == fake.mp4_bytes
+    assert main(["--prompt", "a boat at sea", "--url", api_server, "--length", "80", *FAST]) == 1
+    assert "`length` must be 4n+1" in capsys.readouterr().err
     fake.fail_on(class_type="KSamplerAdvanced", exception_type="torch.OutOfMemoryError",
                  exception_message="Allocation on device 0 would exceed allowed memory. (out of memory)")
     assert main([str(image), "p", "--url", api_server, *FAST]) == 1

@@ -18,12 +18,13 @@ import pytest
 from huggingface_hub import constants
 
 from wan_worker import download, models
-from wan_worker.models import MANIFEST
+from wan_worker.models import MANIFEST, MODEL_SETS
 
 from tests.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
 VAE = next(m for m in MANIFEST if m.folder == "vae")
+I2V_SET = MODEL_SETS["i2v-14b"].files
 LORA = next(m for m in MANIFEST if m.folder == "loras")
 TOKEN = "hf_test_secret_token_123"
 Cli = Callable[..., tuple[int, str, str]]
@@ -105,13 +106,43 @@ def closed_port() -> int:
 # --- downloading ----------------------------------------------------------------------------------
 
 
-def test_fresh_download_lands_all_six_files(hub: FakeHub, dest: Path) -> None:
+def test_fresh_download_lands_the_six_files_of_the_default_set(hub: FakeHub, dest: Path) -> None:
     proc = run(hub.endpoint, dest)
+    assert proc.returncode == 0, proc.stderr
+    for m in I2V_SET:
+        assert final(dest, m).read_bytes() == hub.files[(m.repo, m.repo_path)]
+    assert leftovers(dest) == [] and len(list(dest.rglob("*.safetensors"))) == 6
+    assert proc.stdout.count("fetched ") == 6
+
+
+def test_sets_share_files_and_fetch_them_once(hub: FakeHub, dest: Path) -> None:
+    proc = run(hub.endpoint, dest, "--set", "i2v-14b,t2v-14b,ti2v-5b")
     assert proc.returncode == 0, proc.stderr
     for m in MANIFEST:
         assert final(dest, m).read_bytes() == hub.files[(m.repo, m.repo_path)]
-    assert leftovers(dest) == []
-    assert proc.stdout.count("fetched ") == 6
+    assert proc.stdout.count("fetched ") == len(MANIFEST) == 12  # text encoder and 2.1 VAE once
+    gets = [g.path for g in hub.body_gets()]
+    assert len(gets) == len(set(gets)) == 12
+    again = run(hub.endpoint, dest, "--set", "all")
+    assert again.returncode == 0
+    assert sum(ln.startswith("present ") for ln in again.stdout.splitlines()) == 12
+
+
+def test_a_second_set_fetches_only_what_the_first_lacks(hub: FakeHub, dest: Path) -> None:
+    assert run(hub.endpoint, dest, "--set", "i2v-14b").returncode == 0
+    proc = run(hub.endpoint, dest, "--set", "ti2v-5b")
+    assert proc.returncode == 0, proc.stderr
+    fetched = sorted(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("fetched "))
+    assert fetched == sorted(m.rel_path for m in MODEL_SETS["ti2v-5b"].files if m.folder != "text_encoders")
+    assert "present  text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors" in proc.stdout
+
+
+def test_unknown_set_and_set_with_only_are_clear_errors(hub: FakeHub, dest: Path, cli: Cli) -> None:
+    code, _, err = cli(hub.endpoint, "--dest", str(dest), "--set", "i2v-14b,t2v-5b")
+    assert code == 1 and "unknown: t2v-5b" in err and "i2v-14b, t2v-14b, ti2v-5b" in err
+    code, _, err = cli(hub.endpoint, "--dest", str(dest), "--set", "t2v-14b", "--only", VAE.name)
+    assert code == 1 and "--set or --only" in err
+    assert not dest.exists()
 
 
 def test_second_run_skips_everything(hub: FakeHub, dest: Path) -> None:
@@ -242,7 +273,7 @@ def test_dry_run_lists_six_files_and_a_total(hub: FakeHub, dest: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("would fetch") == 6
     assert "total: 6 of 6 files to fetch" in proc.stdout
-    total = sum(len(b) for b in hub.files.values())
+    total = sum(len(hub.files[(m.repo, m.repo_path)]) for m in I2V_SET)
     assert f"{total / models.GB:.2f} GB" in proc.stdout
     assert not dest.exists()
     assert hub.body_gets() == []

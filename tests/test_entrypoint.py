@@ -27,7 +27,7 @@ from tests import conftest
 from tests.conftest import free_port, model_paths_yaml, png_b64, write_safetensors
 from tests.fakehub import FakeHub
 from tests.test_handler import two_image_workflow
-from wan_worker.models import MANIFEST
+from wan_worker.models import MANIFEST, MODEL_SETS
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "entrypoint.sh"
@@ -210,8 +210,8 @@ def test_report_first_then_comfyui_then_worker_serving_jobs(entrypoint, volume: 
     log = run.wait_log("To see the GUI go to")
     lines = log.splitlines()
     assert lines[0] == f"Model volume check (paths from {run.yaml})", log
-    assert "All 6 model files are present and complete." in log
-    report_end = lines.index("All 6 model files are present and complete.")
+    assert f"All {len(MANIFEST)} model files are present and complete." in log
+    report_end = lines.index(f"All {len(MANIFEST)} model files are present and complete.")
     started = next(i for i, ln in enumerate(lines) if ln.startswith("[entrypoint] ComfyUI starting"))
     assert report_end < started
     assert all(not ln.startswith("[comfyui] ") for ln in lines[:started])
@@ -300,7 +300,8 @@ def test_missing_models_do_not_stop_the_worker(entrypoint, empty_volume: Path):
     assert log.splitlines()[0] == f"Model volume check (paths from {run.yaml})", log
     for m in MANIFEST:
         assert any(m.rel_path in ln and "MISSING" in ln.upper() for ln in log.splitlines()), (m, log)
-    assert "the model volume is not complete" in log
+    assert "not every model set is complete" in log
+    assert "This volume can serve no video jobs yet" in log
     assert "[entrypoint] ComfyUI starting" in log
 
     body = run.runsync(i2v_input(dry_run=True))
@@ -359,9 +360,11 @@ def test_auto_download_fills_the_first_yaml_folder_before_comfyui(entrypoint, em
     with FakeHub() as hub:
         run = entrypoint(env={"AUTO_DOWNLOAD_MODELS": "true", "HF_ENDPOINT": hub.endpoint})
         run.wait_api()
-    for m in MANIFEST:
+    i2v = MODEL_SETS["i2v-14b"].files  # `true` is the I2V set
+    for m in i2v:
         path = empty_volume / m.folder / m.name
         assert path.read_bytes() == hub.served_bytes(m.repo_path), m
+    assert len(files_under(empty_volume)) == len(i2v) == 6
     log = run.log()
     lines = log.splitlines()
     assert lines[0].startswith("[entrypoint] AUTO_DOWNLOAD_MODELS=true"), log
@@ -369,12 +372,39 @@ def test_auto_download_fills_the_first_yaml_folder_before_comfyui(entrypoint, em
     started = next(i for i, ln in enumerate(lines) if ln.startswith("[entrypoint] ComfyUI starting"))
     assert report < started
     report_lines = lines[report:started]
-    assert "All 6 model files are present and complete." in report_lines
     assert sum(ln.strip().startswith("OK ") for ln in report_lines) == 6, report_lines
+    assert any(ln.strip().startswith("COMPLETE   i2v-14b") for ln in report_lines), report_lines
+    assert any(ln.strip().startswith("INCOMPLETE t2v-14b") for ln in report_lines), report_lines
+    assert any(ln.startswith("This volume can serve: image-to-video") and "[i2v-14b]" in ln
+               and "t2v-14b" not in ln for ln in report_lines), report_lines
     assert "model download failed" not in log
 
     body = run.runsync(i2v_input(dry_run=True))
     assert body["status"] == "COMPLETED" and body["output"]["checks"]["models"]["ok"] is True, body
+
+
+def test_auto_download_takes_a_list_of_sets(entrypoint, empty_volume: Path):
+    """t2v-14b and ti2v-5b share the text encoder: fetched once; the report says what each serves."""
+    with FakeHub() as hub:
+        run = entrypoint(env={"AUTO_DOWNLOAD_MODELS": "t2v-14b,ti2v-5b", "HF_ENDPOINT": hub.endpoint})
+        run.wait_api()
+    wanted = {m for s in ("t2v-14b", "ti2v-5b") for m in MODEL_SETS[s].files}
+    assert {p.relative_to(empty_volume).as_posix() for p in files_under(empty_volume)} == {
+        m.rel_path for m in wanted}
+    assert len(hub.body_gets()) == len(wanted) == 8  # the shared text encoder once
+    log = run.log()
+    assert "fetching any missing model files of set(s) t2v-14b,ti2v-5b" in log
+    serves = next(ln for ln in log.splitlines() if ln.startswith("This volume can serve"))
+    assert "[t2v-14b]" in serves and "[ti2v-5b]" in serves and "i2v-14b]" not in serves.replace("ti2v", "")
+    assert "INCOMPLETE i2v-14b" in log
+
+
+def test_auto_download_refuses_an_unknown_set(entrypoint, empty_volume: Path):
+    run = entrypoint(env={"AUTO_DOWNLOAD_MODELS": "t2v-15b", "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    run.wait_api()
+    log = run.log()
+    assert "unknown: t2v-15b" in log and "i2v-14b, t2v-14b, ti2v-5b" in log
+    assert "[entrypoint] model download failed" in log
 
 
 def test_hub_down_does_not_stop_the_worker(entrypoint, empty_volume: Path):
@@ -383,7 +413,7 @@ def test_hub_down_does_not_stop_the_worker(entrypoint, empty_volume: Path):
     run.wait_api()
     log = run.log()
     assert "[entrypoint] model download failed; jobs will say what is missing" in log
-    assert "the model volume is not complete" in log
+    assert "not every model set is complete" in log
     assert files_under(empty_volume) == []
     body = run.runsync(i2v_input(dry_run=True))
     assert body["status"] == "COMPLETED" and body["output"]["checks"]["models"]["ok"] is False, body

@@ -14,7 +14,7 @@ import pytest
 
 from wan_worker import models
 from wan_worker.errors import MODEL_DAMAGED, MODELS_MISSING, STARTUP_FAILED, WorkerError
-from wan_worker.models import MANIFEST, check_volume, model_dirs
+from wan_worker.models import MANIFEST, MODEL_SETS, check_volume, model_dirs
 from wan_worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,8 @@ def test_all_ok(layout) -> None:
     assert all(f.state == "ok" and f.size == len(safetensors()) for f in report.files)
     report.raise_for_problems()
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["ok"] is True and len(data["files"]) == 6 and data["missing"] == []
+    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 12 and data["missing"] == []
+    assert all(s["complete"] for s in data["sets"].values()) and set(data["sets"]) == set(MODEL_SETS)
     assert data["searched"]["vae"] == [str(comfy / "models" / "vae"), str(volume / "vae")]
 
 
@@ -96,7 +97,9 @@ def test_one_missing(layout) -> None:
     assert err.code == MODELS_MISSING
     assert "vae/wan_2.1_vae.safetensors" in err.message
     assert str(comfy / "models" / "vae") in err.message and str(volume / "vae") in err.message
-    assert "scripts/download_models.sh" in err.message and "AUTO_DOWNLOAD_MODELS=true" in err.message
+    # the 2.1 VAE serves both 14B sets: the fix names both
+    assert "scripts/download_models.sh --set i2v-14b,t2v-14b" in err.message
+    assert "AUTO_DOWNLOAD_MODELS=i2v-14b,t2v-14b" in err.message
     assert "loras" not in err.message  # only the folders of the missing files
     assert err.details["missing"] == [{"file": VAE.rel_path,
                                        "searched": [str(comfy / "models" / "vae"), str(volume / "vae")]}]
@@ -108,7 +111,7 @@ def test_all_missing_lists_every_file(layout) -> None:
     with pytest.raises(WorkerError) as info:
         check_volume(s).raise_for_problems()
     assert all(m.rel_path in info.value.message for m in MANIFEST)
-    assert info.value.message.startswith("6 model files are missing")
+    assert info.value.message.startswith("12 model files are missing")
 
 
 def truncated() -> bytes:
@@ -232,21 +235,22 @@ def test_cache_skips_header_reads_until_the_file_changes(layout, monkeypatch) ->
     s, _, volume, _ = layout
     fill(volume)
     calls = counting(monkeypatch)
-    assert check_volume(s).ok and len(calls) == 6
-    assert check_volume(s).ok and len(calls) == 6  # warm: stats only
+    n = len(MANIFEST)
+    assert check_volume(s).ok and len(calls) == n
+    assert check_volume(s).ok and len(calls) == n  # warm: stats only
 
     vae = volume / "vae" / VAE.name
     st = vae.stat()
     os.utime(vae, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    assert check_volume(s).ok and calls[6:] == [str(vae)]
+    assert check_volume(s).ok and calls[n:] == [str(vae)]
 
     vae.write_bytes(safetensors(b"\0" * 12))  # new size
-    assert check_volume(s).ok and calls[7:] == [str(vae)]
+    assert check_volume(s).ok and calls[n + 1:] == [str(vae)]
     assert sum(1 for k in models._HEADER_CACHE if k[0] == str(vae)) == 1
 
     vae.write_bytes(truncated())
     assert check_volume(s).damaged and check_volume(s).damaged  # damaged results are not cached
-    assert calls[8:] == [str(vae), str(vae)]
+    assert calls[n + 2:] == [str(vae), str(vae)]
 
 
 def test_warm_check_does_not_open_files(layout, monkeypatch) -> None:
@@ -450,7 +454,8 @@ def test_cli_all_ok(layout, monkeypatch, capsys) -> None:
     env_for(monkeypatch, s)
     assert models.main([]) == 0
     out = capsys.readouterr().out
-    assert out.count("OK ") == 6 and str(volume / "vae" / VAE.name) in out
+    assert out.count("OK ") == len(MANIFEST) and str(volume / "vae" / VAE.name) in out
+    assert out.count("COMPLETE ") == 3 and "This volume can serve: image-to-video" in out
     assert "GB" in out and str(volume / "vae") in out and "present and complete" in out
 
 

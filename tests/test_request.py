@@ -115,7 +115,7 @@ def test_bad_values_name_the_field(fields, field):
 
 
 def test_missing_required_fields_are_named():
-    assert "`image` is required" in error_of({"prompt": "p"}).message
+    assert parse_input({"prompt": "p"}, max_timeout_s=900).spec.name == "t2v"  # no image: text-to-video
     assert "`prompt` is required" in error_of({"image": "x"}).message
 
 

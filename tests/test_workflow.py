@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wan_worker.errors import STARTUP_FAILED, WorkerError
-from wan_worker.models import MANIFEST
+from wan_worker.models import MANIFEST, MODEL_SETS
 from wan_worker.settings import load_settings
 from wan_worker.graphs import FLF2V, GRAPHS, I2V, VideoParams
 from wan_worker.workflow import LoraNode, Workflow, load_workflow
@@ -64,8 +64,8 @@ def test_job_graph_passes_comfyui_validation(wf, object_info, tmp_path):
         assert ok, body
 
 
-def test_workflow_loads_exactly_the_manifest_models(wf):
-    assert wf.model_names() == {m.name for m in MANIFEST}
+def test_workflow_loads_exactly_the_files_of_its_model_set(wf):
+    assert wf.model_names() == MODEL_SETS["i2v-14b"].names
 
 
 def test_job_values_are_applied_by_role(wf):
@@ -147,11 +147,13 @@ def test_unreadable_and_ui_format_workflows(tmp_path):
 
 # -- first-last-frame and user LoRAs -----------------------------------------------------------
 
-def test_every_bundled_graph_loads_with_its_roles_and_the_manifest_models():
+def test_every_bundled_graph_loads_with_its_roles_and_the_files_of_its_set():
     for spec in GRAPHS:
         loaded = load_workflow(spec, load_settings({}).workflows_path)
         assert set(loaded.roles) == set(spec.roles)
-        assert loaded.model_names() == {m.name for m in MANIFEST}
+        assert loaded.model_names() == MODEL_SETS[spec.model_set].names, spec.name
+    # every manifest file is loaded by some bundled graph
+    assert set().union(*(MODEL_SETS[s.model_set].names for s in GRAPHS)) == {m.name for m in MANIFEST}
 
 
 def test_flf2v_job_graph_passes_comfyui_validation(flf, object_info, tmp_path):

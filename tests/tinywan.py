@@ -27,6 +27,8 @@ Shapes = dict[str, tuple[int, ...]]
 # The tiny DiT: one attention head of 128 (ComfyUI derives heads as dim // 128), two blocks.
 DIM, FFN, LAYERS, OUT_DIM, TEXT_DIM, FREQ_DIM = 128, 256, 2, 16, 4096, 256
 I2V_IN_DIM = 36  # 16 noise + 4 mask + 16 image latent channels: what Wan2.2 I2V 14B experts take
+T2V_IN_DIM = 16  # the T2V 14B experts take the noise latent alone
+TI2V_DIM = 48  # the 5B model works in the Wan2.2 VAE's 48-channel latent, in and out
 LORA_RANK = 4
 
 # UMT5-XXL, whose config ComfyUI fixes (comfy/text_encoders/umt5_config_xxl.json).
@@ -47,8 +49,9 @@ def _linear(name: str, out_f: int, in_f: int) -> Shapes:
     return {f"{name}.weight": (out_f, in_f), f"{name}.bias": (out_f,)}
 
 
-def dit_shapes(in_dim: int = I2V_IN_DIM) -> Shapes:
-    """comfy.ldm.wan.model.WanModel without img_emb: what the Wan2.2 14B experts are."""
+def dit_shapes(in_dim: int = I2V_IN_DIM, out_dim: int = OUT_DIM) -> Shapes:
+    """comfy.ldm.wan.model.WanModel without img_emb: what the Wan2.2 14B experts are (and, with
+    in_dim = out_dim = 48, the TI2V 5B model: ComfyUI picks WAN22_T2V by out_dim 48)."""
     s: Shapes = {"patch_embedding.weight": (DIM, in_dim, 1, 2, 2), "patch_embedding.bias": (DIM,)}
     s |= _linear("text_embedding.0", DIM, TEXT_DIM) | _linear("text_embedding.2", DIM, DIM)
     s |= _linear("time_embedding.0", DIM, FREQ_DIM) | _linear("time_embedding.2", DIM, DIM)
@@ -63,7 +66,7 @@ def dit_shapes(in_dim: int = I2V_IN_DIM) -> Shapes:
         s |= {f"{b}.norm3.weight": (DIM,), f"{b}.norm3.bias": (DIM,)}
         s |= _linear(f"{b}.ffn.0", FFN, DIM) | _linear(f"{b}.ffn.2", DIM, FFN)
         s[f"{b}.modulation"] = (1, 6, DIM)
-    s |= _linear("head.head", OUT_DIM * 4, DIM)  # out_dim * patch (1x2x2)
+    s |= _linear("head.head", out_dim * 4, DIM)  # out_dim * patch (1x2x2)
     s["head.modulation"] = (1, 2, DIM)
     return s
 
@@ -150,6 +153,42 @@ def vae21_shapes(dim: int = 96, z_dim: int = 16) -> Shapes:
     return s | _middle_and_head("decoder", dec[0], dec[-1], 3)
 
 
+def vae22_shapes(dim: int = 160, dec_dim: int = 256, z_dim: int = 48) -> Shapes:
+    """comfy.ldm.wan.vae2_2.WanVAE as sd.py builds it for a Wan 2.2 VAE (dim 160, z_dim 48, the
+    decoder at its default dec_dim 256): 12 input/output channels (2x2 pixel patches), residual
+    stages whose shortcuts (AvgDown3D/DupUp3D) hold no weights, resamples that keep the channels.
+    ComfyUI recognises it by `decoder.upsamples.0.upsamples.0.residual.2.weight`."""
+    mult = (1, 2, 4, 4)
+    enc = [dim * m for m in (1, *mult)]  # 160 160 320 640 640
+    s = _causal_conv("encoder.conv1", enc[0], 12)
+    t_down = (False, True, True)
+    for i, (c_in, c_out) in enumerate(zip(enc[:-1], enc[1:])):
+        for j in range(2):
+            s |= _residual(f"encoder.downsamples.{i}.downsamples.{j}", c_in, c_out)
+            c_in = c_out
+        if i < len(mult) - 1:
+            name = f"encoder.downsamples.{i}.downsamples.2"
+            s |= {f"{name}.resample.1.weight": (c_out, c_out, 3, 3), f"{name}.resample.1.bias": (c_out,)}
+            if t_down[i]:
+                s |= _causal_conv(f"{name}.time_conv", c_out, c_out, (3, 1, 1))
+    s |= _middle_and_head("encoder", enc[-1], enc[-1], z_dim * 2)
+    s |= _causal_conv("conv1", z_dim * 2, z_dim * 2, (1, 1, 1)) | _causal_conv("conv2", z_dim, z_dim, (1, 1, 1))
+    dec = [dec_dim * m for m in (mult[-1], *mult[::-1])]  # 1024 1024 1024 512 256
+    s |= _causal_conv("decoder.conv1", dec[0], z_dim)
+    t_up = t_down[::-1]
+    for i, (c_in, c_out) in enumerate(zip(dec[:-1], dec[1:])):
+        for j in range(3):
+            s |= _residual(f"decoder.upsamples.{i}.upsamples.{j}", c_in, c_out)
+            c_in = c_out
+        if i < len(mult) - 1:
+            name = f"decoder.upsamples.{i}.upsamples.3"
+            s |= {f"{name}.resample.1.weight": (c_out, c_out, 3, 3), f"{name}.resample.1.bias": (c_out,)}
+            if t_up[i]:
+                s |= _causal_conv(f"{name}.time_conv", c_out * 2, c_out, (3, 1, 1))
+    s |= _middle_and_head("decoder", dec[0], dec[-1], 12)
+    return s
+
+
 def umt5_small_shapes() -> Shapes:
     """Every small tensor of UMT5-XXL's encoder: layer norms and each block's relative attention
     bias. ComfyUI builds the whole 5.7 B model regardless; what is not stored stays untouched
@@ -192,10 +231,11 @@ def _save(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
     return path
 
 
-def write_expert(path: Path, seed: int, in_dim: int = I2V_IN_DIM) -> Path:
+def write_expert(path: Path, seed: int, in_dim: int = I2V_IN_DIM, out_dim: int = OUT_DIM) -> Path:
     """A Wan2.2 14B-class expert at tiny size (~2.2 MB fp16); ComfyUI detects Wan 2.1-family t2v
-    with this in_dim, the class the real I2V experts get."""
-    return _save(path, dict(_values(dit_shapes(in_dim), seed, torch.float16)))
+    with this in_dim, the class the real experts get (in_dim 36: I2V, 16: T2V). With in_dim and
+    out_dim 48 it is the TI2V 5B model's layout (WAN22_T2V)."""
+    return _save(path, dict(_values(dit_shapes(in_dim, out_dim), seed, torch.float16)))
 
 
 def write_lora(path: Path, seed: int, rank: int = LORA_RANK, scale: float = 1.0) -> Path:
@@ -248,6 +288,13 @@ def write_vae(path: Path, seed: int) -> Path:
     return _save(path, dict(_values(vae21_shapes(), seed, torch.float16)))
 
 
+def write_vae22(path: Path, seed: int) -> Path:
+    """The full Wan 2.2 VAE (its config is fixed in sd.py, ~700 M parameters) with random weights,
+    stored float8_e4m3fn (~0.7 GB; ComfyUI upcasts on load) so writing and reading it stay quick."""
+    return _save(path, {name: (t if _is_norm(name) or t.ndim < 2 else t.to(torch.float8_e4m3fn))
+                        for name, t in _values(vae22_shapes(), seed, torch.float32)})
+
+
 # ------------------------------------------------------------------ a whole volume
 
 def _manifest() -> list[tuple[str, str]]:
@@ -264,12 +311,16 @@ def write_file(models_dir: Path, folder: str, name: str, seed: int) -> Path:
     """One manifest file, built by what its folder holds; each name gets a seed of its own."""
     path = models_dir / folder / name
     own_seed = seed * 1000 + sum(name.encode()) % 997
+    if folder == "diffusion_models" and "_ti2v_5B" in name:
+        return write_expert(path, own_seed, in_dim=TI2V_DIM, out_dim=TI2V_DIM)
     if folder == "diffusion_models":
-        return write_expert(path, own_seed)
+        return write_expert(path, own_seed, in_dim=T2V_IN_DIM if "_t2v_" in name else I2V_IN_DIM)
     if folder == "loras":
         return write_lora(path, own_seed)
     if folder == "text_encoders":
         return write_text_encoder(path, own_seed)
+    if folder == "vae" and name.startswith("wan2.2_vae"):
+        return write_vae22(path, own_seed)
     if folder == "vae":
         return write_vae(path, own_seed)
     raise ValueError(f"no tiny stand-in for {folder}/{name}")

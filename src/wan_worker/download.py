@@ -1,8 +1,9 @@
-"""Fill a models folder with the six Wan2.2 files from the Hugging Face Hub.
+"""Fill a models folder with the Wan2.2 files of one or more model sets from the Hugging Face Hub.
 
-`python -m wan_worker.download` (and `scripts/download_models.sh`, which wraps it) is how a volume
-gets its ~38 GB: resumable, verified and atomic, so a run can be cut at any moment and simply run
-again. The contract, per file:
+`python -m wan_worker.download [--set i2v-14b,t2v-14b,ti2v-5b]` (and `scripts/download_models.sh`,
+which wraps it) is how a volume gets its files (~38 GB for i2v-14b): resumable, verified and atomic,
+so a run can be cut at any moment and simply run again. A file several sets share (the text
+encoder, the 2.1 VAE) is fetched once. The contract, per file:
 
 - skip it when it is already complete: the hub's size and a parseable safetensors header (cheap,
   no hashing of 14 GB files on every run; `--verify` forces a full sha256);
@@ -38,7 +39,7 @@ from huggingface_hub.utils import tqdm as hf_tqdm
 
 from . import models
 from .errors import WorkerError
-from .models import MANIFEST, ModelFile
+from .models import DEFAULT_SET, MANIFEST, MODEL_SETS, ModelFile, files_of, parse_sets
 from .settings import Settings, load_settings
 
 log = logging.getLogger("wan_worker.download")
@@ -77,10 +78,14 @@ class Target:
 # --- where files go -------------------------------------------------------------------------------
 
 
-def select_models(only: Sequence[str] = ()) -> list[ModelFile]:
-    """The manifest, or the files named by `--only` (file name or folder/name)."""
+def select_models(only: Sequence[str] = (), sets: str | None = None) -> list[ModelFile]:
+    """The files of `sets` (comma-separated; default i2v-14b), or the files named by `--only`
+    (file name or folder/name), each once."""
     if not only:
-        return list(MANIFEST)
+        try:
+            return files_of(parse_sets(sets or DEFAULT_SET))
+        except ValueError as exc:
+            raise DownloadError(f"{exc}.") from None
     by_name = {m.name: m for m in MANIFEST} | {m.rel_path: m for m in MANIFEST}
     unknown = [n for n in only if n not in by_name]
     if unknown:
@@ -414,15 +419,15 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 
 
 def ensure_models(settings: Settings | None = None, dest: Path | None = None, *,
-                  only: Sequence[str] = (), verify: bool = False, retries: int = 5,
-                  progress: bool | None = None) -> int:
-    """Make every manifest file present and valid; the exit code (0 ok, 1 failed).
+                  only: Sequence[str] = (), sets: str | None = None, verify: bool = False,
+                  retries: int = 5, progress: bool | None = None) -> int:
+    """Make every file of `sets` (or `only`) present and valid; the exit code (0 ok, 1 failed).
 
-    This is what the container entrypoint runs when AUTO_DOWNLOAD_MODELS=true. Failures are
-    printed as one line on stderr.
+    This is what the container entrypoint runs when AUTO_DOWNLOAD_MODELS names sets (`true`:
+    i2v-14b). Failures are printed as one line on stderr.
     """
     show = sys.stdout.isatty() if progress is None else progress
-    return guarded(lambda: fetch_all(plan_targets(select_models(only), settings, dest),
+    return guarded(lambda: fetch_all(plan_targets(select_models(only, sets), settings, dest),
                                      verify=verify, retries=retries, progress=show))
 
 
@@ -545,9 +550,13 @@ def _bar(desc: str, total: int, initial: int, enabled: bool) -> hf_tqdm:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m wan_worker.download",
-        description="Download the six Wan2.2 I2V model files from the Hugging Face Hub: skips "
-                    "complete files, resumes partial ones, verifies sha256 before the final "
-                    "rename. Uses HF_TOKEN and HF_ENDPOINT if set.")
+        description="Download the Wan2.2 model files of one or more model sets from the Hugging "
+                    "Face Hub: skips complete files, resumes partial ones, verifies sha256 before "
+                    "the final rename; a file shared by sets is fetched once. Uses HF_TOKEN and "
+                    "HF_ENDPOINT if set.")
+    p.add_argument("--set", dest="sets", default=None, metavar="SETS",
+                   help=f"comma-separated model sets: {', '.join(MODEL_SETS)}, or all "
+                        f"(default {DEFAULT_SET}); not together with --only")
     p.add_argument("--dest", type=Path, metavar="DIR",
                    help="put files at DIR/<folder>/<name> (default: the first directory ComfyUI "
                         "searches for each folder, from extra_model_paths.yaml)")
@@ -564,13 +573,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.only and args.sets:
+        return fail(DownloadError("Give --set or --only, not both (--only names single files)."))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     for chatty in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one line per request is noise
         logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.dry_run:
-        return guarded(lambda: dry_run(plan_targets(select_models(args.only), None, args.dest),
+        return guarded(lambda: dry_run(plan_targets(select_models(args.only, args.sets), None, args.dest),
                                        verify=args.verify))
-    return ensure_models(dest=args.dest, only=args.only, verify=args.verify,
+    return ensure_models(dest=args.dest, only=args.only, sets=args.sets, verify=args.verify,
                          retries=max(args.retries, 0))
 
 

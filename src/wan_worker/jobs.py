@@ -2,8 +2,9 @@
 and a dry run show. Everything that can be checked without the GPU is checked here: the model
 files the graph loads, the LoRAs (downloaded if given by URL), every input image or media file.
 
-Video jobs (I2V, first-last-frame) pick a bundled graph by `graphs.spec_for`; workflow mode brings
-its own graph. Either way the handler runs the same pipeline on the plan.
+Video jobs (I2V, first-last-frame, text-to-video; model 14b or 5b) run the bundled graph of
+`VideoRequest.spec`; workflow mode brings its own graph. Either way the handler runs the same
+pipeline on the plan.
 """
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Protocol
 
 from . import loras as lora_files
-from .graphs import VideoParams, spec_for
+from .graphs import VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
-from .models import check_volume
+from .models import check_volume, sets_report
 from .progress import Progress
-from .request import I2VRequest, Request, WorkflowRequest, resolve_size
+from .request import Request, VideoRequest, WorkflowRequest, resolve_size
 from .settings import Settings
 from .workflow import Graph, Workflow
 
@@ -74,22 +75,25 @@ def plan_workflow(settings: Settings, req: WorkflowRequest, timings: Timed) -> P
                 build=lambda _names: req.workflow, checks={"images": [m.check() for m in media]})
 
 
-def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, req: I2VRequest,
+def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, req: VideoRequest,
                progress: Progress, timings: Timed) -> Plan:
-    wf = workflows[spec_for(req.end_image is not None).name]
+    """Check the files of the job's own graph (its model set) and its inputs; nothing else."""
+    wf = workflows[req.spec.name]
     with timings.phase("validate"):
-        volume = check_volume(settings, wf.model_names())
+        volume = check_volume(settings, wf.model_names(), model_set=wf.spec.model_set)
         if not req.dry_run:
             volume.raise_for_problems()
     with timings.phase("image"):
-        start = load_image(req.image, settings)
+        start = load_image(req.image, settings) if req.image else None
         end = load_image(req.end_image, settings, field="end_image") if req.end_image else None
     loras = resolve_loras(req, settings, progress, timings)
     params = video_params(job_id, req, start, end)
-    log.info("%s %dx%d, %d frames at %g fps, %d steps, seed %d, %d LoRA(s), prompt %r (%d chars)",
-             wf.spec.name, params.width, params.height, params.length, params.fps, params.steps, params.seed,
-             len(loras), req.prompt[:40], len(req.prompt))
-    uploads = [Upload(params.image_name, start.data, start.mime_type)]
+    log.info("%s (model %s) %dx%d, %d frames at %g fps, %d steps, seed %d, %d LoRA(s), prompt %r (%d chars)",
+             wf.spec.name, req.model, params.width, params.height, params.length, params.fps, params.steps,
+             params.seed, len(loras), req.prompt[:40], len(req.prompt))
+    uploads = []
+    if start is not None and params.image_name:
+        uploads.append(Upload(params.image_name, start.data, start.mime_type))
     if end is not None and params.end_image_name:
         uploads.append(Upload(params.end_image_name, end.data, end.mime_type))
     nodes = [lo.node() for lo in loras]
@@ -97,15 +101,17 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     def build(names: list[str]) -> Graph:
         return wf.build(_with_names(params, names), nodes)
 
-    fields = video_fields(params, wf.spec.name)
+    fields = video_fields(params, wf.spec.name, req.model)
     if loras:
         fields["loras"] = [lo.to_dict() for lo in loras]
+    checks = video_checks(start, end, params, volume.to_dict(), loras)
+    if req.dry_run:
+        checks["model_sets"] = sets_report(settings)
     return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(), default_phase="loading_models",
-                checks=video_checks(start, end, params, volume.to_dict(), loras), fields=fields,
-                last_frame=req.return_last_frame)
+                checks=checks, fields=fields, last_frame=req.return_last_frame)
 
 
-def resolve_loras(req: I2VRequest, settings: Settings, progress: Progress,
+def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress,
                   timings: Timed) -> list[lora_files.ResolvedLora]:
     """The job's LoRAs, found or downloaded (a dry run never downloads), progress while downloading."""
     if not req.loras:
@@ -119,10 +125,12 @@ def resolve_loras(req: I2VRequest, settings: Settings, progress: Progress,
                                   progress=report)
 
 
-def video_params(job_id: str, req: I2VRequest, start: PreparedImage, end: PreparedImage | None) -> VideoParams:
-    width, height = resolve_size(req, start.width, start.height)
+def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None,
+                 end: PreparedImage | None) -> VideoParams:
+    width, height = resolve_size(req, *((start.width, start.height) if start else (None, None)))
     return VideoParams(
-        image_name=f"wan_{job_id}.{start.extension}", prompt=req.prompt, negative_prompt=req.negative_prompt,
+        image_name=f"wan_{job_id}.{start.extension}" if start is not None else None,
+        prompt=req.prompt, negative_prompt=req.negative_prompt,
         seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
         width=width, height=height, length=req.length, fps=req.fps, steps=req.steps,  # type: ignore[arg-type]
         cfg=req.cfg, shift=req.shift, lora_strength=req.effective_lora_strength,  # type: ignore[arg-type]
@@ -133,18 +141,22 @@ def video_params(job_id: str, req: I2VRequest, start: PreparedImage, end: Prepar
 
 
 def _with_names(p: VideoParams, names: list[str]) -> VideoParams:
-    """The params with the names ComfyUI stored the uploads under (start image first)."""
+    """The params with the names ComfyUI stored the uploads under (start image first, then end)."""
+    if p.image_name is None:
+        return p
     return replace(p, image_name=names[0], end_image_name=names[1] if len(names) > 1 else p.end_image_name)
 
 
-def video_fields(p: VideoParams, graph: str) -> dict[str, Any]:
-    return {"graph": graph, "seed": p.seed, "width": p.width, "height": p.height, "length": p.length,
-            "fps": p.fps, "duration_s": round(p.length / p.fps, 3)}
+def video_fields(p: VideoParams, graph: str, model: str) -> dict[str, Any]:
+    return {"model": model, "graph": graph, "seed": p.seed, "width": p.width, "height": p.height,
+            "length": p.length, "fps": p.fps, "duration_s": round(p.length / p.fps, 3)}
 
 
-def video_checks(start: PreparedImage, end: PreparedImage | None, p: VideoParams, models: dict[str, Any],
-                 loras: list[lora_files.ResolvedLora]) -> dict[str, Any]:
-    checks: dict[str, Any] = {"image": {"width": start.width, "height": start.height, "format": start.format}}
+def video_checks(start: PreparedImage | None, end: PreparedImage | None, p: VideoParams,
+                 models: dict[str, Any], loras: list[lora_files.ResolvedLora]) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    if start is not None:
+        checks["image"] = {"width": start.width, "height": start.height, "format": start.format}
     if end is not None:
         checks["end_image"] = {"width": end.width, "height": end.height, "format": end.format,
                                "fit": f"scaled to cover {p.width}x{p.height}, then center-cropped"}

@@ -1,4 +1,4 @@
-"""The six model files of the Wan2.2 I2V workflow: the manifest, where ComfyUI looks, the check.
+"""The Wan2.2 model files, by set (one per kind of job): the manifest, where ComfyUI looks, the check.
 
 Where ComfyUI looks is read from the same extra_model_paths.yaml ComfyUI reads, with ComfyUI's own
 rules (utils/extra_config.py, folder_paths.py), so the check and ComfyUI never disagree. The check
@@ -52,19 +52,74 @@ def _wan(folder: str, name: str, approx_bytes: int, role: str) -> ModelFile:
     return ModelFile(name, folder, WAN22_REPO, f"split_files/{folder}/{name}", approx_bytes, role)
 
 
-MANIFEST: tuple[ModelFile, ...] = (
-    _wan("diffusion_models", "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", int(14.3 * GB),
-         "high-noise expert (first sampling steps)"),
-    _wan("diffusion_models", "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors", int(14.3 * GB),
-         "low-noise expert (last sampling steps)"),
-    _wan("loras", "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors", int(1.23 * GB),
-         "LightX2V 4-step LoRA for the high-noise expert"),
-    _wan("loras", "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors", int(1.23 * GB),
-         "LightX2V 4-step LoRA for the low-noise expert"),
-    _wan("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", int(6.74 * GB),
-         "UMT5-XXL text encoder"),
-    _wan("vae", "wan_2.1_vae.safetensors", int(0.254 * GB), "Wan 2.1 VAE"),
-)
+# Every file once; a file several sets load (the text encoder, the 2.1 VAE) is one entry.
+HIGH_I2V = _wan("diffusion_models", "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", int(14.3 * GB),
+                "I2V high-noise expert (first sampling steps)")
+LOW_I2V = _wan("diffusion_models", "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors", int(14.3 * GB),
+               "I2V low-noise expert (last sampling steps)")
+LORA_HIGH_I2V = _wan("loras", "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors", int(1.23 * GB),
+                     "LightX2V 4-step LoRA for the I2V high-noise expert")
+LORA_LOW_I2V = _wan("loras", "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors", int(1.23 * GB),
+                    "LightX2V 4-step LoRA for the I2V low-noise expert")
+TEXT_ENCODER = _wan("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", int(6.74 * GB),
+                    "UMT5-XXL text encoder")
+VAE21 = _wan("vae", "wan_2.1_vae.safetensors", int(0.254 * GB), "Wan 2.1 VAE")
+HIGH_T2V = _wan("diffusion_models", "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", int(14.3 * GB),
+                "T2V high-noise expert (first sampling steps)")
+LOW_T2V = _wan("diffusion_models", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", int(14.3 * GB),
+               "T2V low-noise expert (last sampling steps)")
+LORA_HIGH_T2V = _wan("loras", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors", int(1.23 * GB),
+                     "LightX2V 4-step LoRA for the T2V high-noise expert")
+LORA_LOW_T2V = _wan("loras", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors", int(1.23 * GB),
+                    "LightX2V 4-step LoRA for the T2V low-noise expert")
+TI2V_5B = _wan("diffusion_models", "wan2.2_ti2v_5B_fp16.safetensors", int(10.0 * GB),
+               "TI2V 5B model (text and image to video, one model)")
+VAE22 = _wan("vae", "wan2.2_vae.safetensors", int(1.41 * GB), "Wan 2.2 VAE (the 5B model's)")
+
+MANIFEST: tuple[ModelFile, ...] = (HIGH_I2V, LOW_I2V, LORA_HIGH_I2V, LORA_LOW_I2V, TEXT_ENCODER, VAE21,
+                                   HIGH_T2V, LOW_T2V, LORA_HIGH_T2V, LORA_LOW_T2V, TI2V_5B, VAE22)
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """The files one kind of job needs: what a volume must hold to serve it, what to download."""
+
+    name: str  # what --set, AUTO_DOWNLOAD_MODELS and MODELS_MISSING call it
+    serves: str  # the job kinds it serves, for reports
+    files: tuple[ModelFile, ...]
+
+    @property
+    def names(self) -> set[str]:
+        return {m.name for m in self.files}
+
+
+MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (
+    ModelSet("i2v-14b", "image-to-video and first-last-frame, model 14b (`image`)",
+             (HIGH_I2V, LOW_I2V, LORA_HIGH_I2V, LORA_LOW_I2V, TEXT_ENCODER, VAE21)),
+    ModelSet("t2v-14b", "text-to-video, model 14b (no `image`)",
+             (HIGH_T2V, LOW_T2V, LORA_HIGH_T2V, LORA_LOW_T2V, TEXT_ENCODER, VAE21)),
+    ModelSet("ti2v-5b", "text- and image-to-video, model 5b", (TI2V_5B, VAE22, TEXT_ENCODER)),
+)}
+DEFAULT_SET = "i2v-14b"
+
+
+def parse_sets(text: str, what: str = "--set") -> list[ModelSet]:
+    """A comma-separated set list ("all" for every set), in MODEL_SETS order; ValueError names the
+    unknown set and the known ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return list(MODEL_SETS.values())
+    unknown = [n for n in names if n not in MODEL_SETS]
+    if unknown or not names:
+        raise ValueError(f"{what} takes a comma-separated list of {', '.join(MODEL_SETS)} (or all); "
+                         f"{'unknown: ' + ', '.join(unknown) if unknown else 'got nothing'}")
+    return [s for s in MODEL_SETS.values() if s.name in names]
+
+
+def files_of(sets: Sequence[ModelSet]) -> list[ModelFile]:
+    """The files of `sets`, each once, in manifest order (a shared file is fetched once)."""
+    wanted = {m for s in sets for m in s.files}
+    return [m for m in MANIFEST if m in wanted]
 
 
 # ---------------------------------------------------------------- where ComfyUI looks
@@ -75,8 +130,8 @@ LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}  # ComfyU
 COMFY_FOLDERS = {"diffusion_models": ("unet", "diffusion_models"),
                  "text_encoders": ("text_encoders", "clip")}
 MAX_HEADER_BYTES = 100 * 1000 * 1000  # real headers are well under 1 MB; more means not safetensors
-FIX_MISSING = ("run scripts/download_models.sh to fill the volume "
-               "(or set AUTO_DOWNLOAD_MODELS=true)")
+FIX_MISSING = ("run scripts/download_models.sh --set {sets} to fill the volume "
+               "(or set AUTO_DOWNLOAD_MODELS={sets})")
 FIX_DAMAGED = "delete it and download it again with scripts/download_models.sh"
 
 _YAML_CACHE: dict[str, tuple[int, int, Any]] = {}  # path -> (size, mtime_ns, parsed YAML)
@@ -232,11 +287,16 @@ class FileStatus:
 
 @dataclass(frozen=True)
 class VolumeReport:
-    """The six files' states plus every directory searched, for messages, dry runs and the CLI."""
+    """The checked files' states plus every directory searched, for messages, dry runs and the CLI.
+
+    `model_set` is the set a job needs (its messages name it); a report of the whole manifest has
+    none and tells per set what is complete (`sets`).
+    """
 
     files: tuple[FileStatus, ...]
     searched: dict[str, list[str]]  # folder -> directories searched, in ComfyUI's order
     config_files: tuple[str, ...] = field(default=())
+    model_set: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -250,12 +310,31 @@ class VolumeReport:
     def damaged(self) -> tuple[FileStatus, ...]:
         return tuple(f for f in self.files if f.state == "damaged")
 
+    def set_status(self, model_set: ModelSet) -> SetStatus:
+        """Whether every file of `model_set` is ok in this report (files not checked count as missing)."""
+        by_name = {f.model.name: f for f in self.files}
+        states = [by_name.get(m.name) for m in model_set.files]
+        return SetStatus(
+            model_set,
+            tuple(m.rel_path for m, f in zip(model_set.files, states) if f is None or f.state == "missing"),
+            tuple(m.rel_path for m, f in zip(model_set.files, states) if f is not None and f.state == "damaged"))
+
+    @property
+    def sets(self) -> list[SetStatus]:
+        """Every set whose files this report checked (all of them for a whole-manifest check)."""
+        checked = {f.model.name for f in self.files}
+        return [self.set_status(s) for s in MODEL_SETS.values() if s.names <= checked]
+
     def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": self.ok}
+        if self.model_set:
+            out["set"] = self.model_set
         return {
-            "ok": self.ok,
+            **out,
             "files": [f.to_dict() for f in self.files],
             "missing": [f.model.rel_path for f in self.missing],
             "damaged": [f.model.rel_path for f in self.damaged],
+            "sets": {s.model_set.name: s.to_dict() for s in self.sets},
             "searched": {k: list(v) for k, v in self.searched.items()},
             "config_files": list(self.config_files),
         }
@@ -271,6 +350,8 @@ class VolumeReport:
                          "reason": f.reason} for f in self.damaged],
             "searched": {k: list(v) for k, v in self.searched.items()},
         }
+        if self.model_set:
+            details["set"] = self.model_set
         if self.missing:
             raise WorkerError(MODELS_MISSING, self._missing_message(), details)
         raise WorkerError(MODEL_DAMAGED, self._damaged_message(), details)
@@ -284,8 +365,16 @@ class VolumeReport:
         also = ""
         if self.damaged:
             also = f"; also damaged: {', '.join(f.model.rel_path for f in self.damaged)}"
-        return (f"{count} model file{'s are' if count > 1 else ' is'} missing: {names} "
-                f"(searched {where}){also}; {FIX_MISSING}.")
+        of_set = f" of set {self.model_set}" if self.model_set else ""
+        return (f"{count} model file{'s' if count > 1 else ''}{of_set} {'are' if count > 1 else 'is'} "
+                f"missing: {names} (searched {where}){also}; {self.fix_missing()}.")
+
+    def fix_missing(self) -> str:
+        """What to run: download the job's set, or (a whole-volume report) every incomplete set."""
+        if self.model_set:
+            return FIX_MISSING.format(sets=self.model_set)
+        sets = [s.model_set.name for s in self.sets if not s.complete] or [DEFAULT_SET]
+        return FIX_MISSING.format(sets=",".join(sets))
 
     def _damaged_message(self) -> str:
         items = "; ".join(f"{f.model.rel_path} at {f.path} ({f.reason})" for f in self.damaged)
@@ -294,9 +383,27 @@ class VolumeReport:
         return f"{count} model file{'s are' if count > 1 else ' is'} damaged: {items}; {fix}."
 
 
-def check_volume(settings: Settings, names: set[str] | None = None) -> VolumeReport:
+@dataclass(frozen=True)
+class SetStatus:
+    """One model set on this volume: complete, or which of its files are missing or damaged."""
+
+    model_set: ModelSet
+    missing: tuple[str, ...]  # folder/name
+    damaged: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.damaged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"complete": self.complete, "serves": self.model_set.serves, "missing": list(self.missing),
+                "damaged": list(self.damaged)}
+
+
+def check_volume(settings: Settings, names: set[str] | None = None,
+                 model_set: str | None = None) -> VolumeReport:
     """Find each manifest file (or those of `names`, the files one graph loads) where ComfyUI
-    would, and check its safetensors header.
+    would, and check its safetensors header. `model_set` names the set a job needs, for messages.
 
     Raises WorkerError(STARTUP_FAILED) only for an unreadable or malformed paths file; missing
     or damaged models are reported, not raised (see VolumeReport.raise_for_problems).
@@ -306,11 +413,16 @@ def check_volume(settings: Settings, names: set[str] | None = None) -> VolumeRep
     searched = {folder: [str(d) for d in folder_dirs] for folder, folder_dirs in dirs.items()}
     files = tuple(_check_file(model, searched[model.folder]) for model in MANIFEST
                   if names is None or model.name in names)
-    report = VolumeReport(files, searched, tuple(str(p) for p in config_files(settings)))
+    report = VolumeReport(files, searched, tuple(str(p) for p in config_files(settings)), model_set)
     log.debug("volume check: %d ok, %d missing, %d damaged in %.1f ms", len(files) -
               len(report.missing) - len(report.damaged), len(report.missing),
               len(report.damaged), (time.perf_counter() - started) * 1000)
     return report
+
+
+def sets_report(settings: Settings) -> dict[str, Any]:
+    """Every set on this volume, complete or what it lacks: what a dry run shows beside its own set."""
+    return check_volume(settings).to_dict()["sets"]
 
 
 def _check_file(model: ModelFile, dirs: Sequence[str]) -> FileStatus:
@@ -408,7 +520,7 @@ def _tensor_problem(header: dict[str, Any], length: int, size: int) -> str | Non
 
 
 def format_report(report: VolumeReport) -> str:
-    """The human report printed at container start and by the CLI."""
+    """The human report printed at container start and by the CLI: files, folders, then per set."""
     lines = ["Model volume check"
              + (f" (paths from {', '.join(report.config_files)})" if report.config_files else "")]
     for f in report.files:
@@ -422,22 +534,48 @@ def format_report(report: VolumeReport) -> str:
     for folder, dirs in report.searched.items():
         lines.append(f"  {folder}:")
         lines.extend(f"    {d}" for d in dirs)
+    lines.append("Model sets:")
+    for s in report.sets:
+        problems = [f"missing {', '.join(s.missing)}"] if s.missing else []
+        problems += [f"damaged {', '.join(s.damaged)}"] if s.damaged else []
+        state = "COMPLETE" if s.complete else "INCOMPLETE"
+        lines.append(f"  {state:<10} {s.model_set.name}: {s.model_set.serves}"
+                     + (f"; {'; '.join(problems)}" if problems else ""))
+    lines.append(serves_line(report))
     if report.ok:
         lines.append(f"All {len(report.files)} model files are present and complete.")
     if report.missing:
-        lines.append(f"{len(report.missing)} missing: {FIX_MISSING}.")
+        lines.append(f"{len(report.missing)} missing: {report.fix_missing()}.")
     if report.damaged:
         lines.append(f"{len(report.damaged)} damaged: {FIX_DAMAGED}.")
     return "\n".join(lines)
 
 
+def serves_line(report: VolumeReport) -> str:
+    """One line for the container log: which kinds of job this volume can serve."""
+    ready = [s.model_set for s in report.sets if s.complete]
+    if not ready:
+        return "This volume can serve no video jobs yet (workflow-mode jobs bring their own models)."
+    return "This volume can serve: " + "; ".join(f"{s.serves} [{s.name}]" for s in ready) + "."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit 0 when all six files are ok, 1 when any is missing or damaged, 2 on a start-up error."""
+    """Exit 0 when every set asked for (all by default) is complete, 1 when one is not, 2 on a
+    start-up error or an unknown set."""
     parser = argparse.ArgumentParser(
         prog="python -m wan_worker.models",
-        description="Report which of the Wan2.2 I2V model files are on the volume, and where.")
+        description="Report which Wan2.2 model files are on the volume, where, and which model sets "
+                    "(kinds of job) are complete.")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--set", default="all", metavar="SETS",
+                        help=f"sets whose completeness decides the exit code: {', '.join(MODEL_SETS)} "
+                             "or all (default); the report always shows every set")
     args = parser.parse_args(argv)
+    try:
+        wanted = parse_sets(args.set)
+    except ValueError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = load_settings()
         level = logging.getLevelName(settings.log_level.upper())
@@ -451,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ERROR {exc.code}: {exc.message}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    return 0 if report.ok else 1
+    return 0 if all(report.set_status(s).complete for s in wanted) else 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ BANDS = {
     "loading_models": (5, 10),
     "sampling_high": (10, 50),
     "sampling_low": (50, 90),
+    "sampling": (10, 90),  # a one-model graph (5B)
     "decoding": (90, 95),
     "encoding": (95, 98),
     "uploading": (98, 100),

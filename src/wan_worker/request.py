@@ -1,4 +1,5 @@
-"""Job input -> a typed request: I2V mode or workflow mode (worker-comfyui compatible).
+"""Job input -> a typed request: a video job (image-to-video, first-last-frame, text-to-video; model
+14b or 5b) or workflow mode (worker-comfyui compatible).
 
 Pydantic does the checking (strict types, unknown fields refused) and every failure becomes one
 INVALID_INPUT error that names the field. Values are never echoed back: an `image` field may hold
@@ -15,6 +16,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from .errors import INVALID_INPUT, WorkerError
+from .graphs import ASPECT_RATIOS, VIDEO_MODELS, VideoModel, spec_for
+from .workflow import GraphSpec
 
 # What ComfyUI 0.3.64's KSamplerAdvanced accepts (its /object_info); anything else it would reject.
 SAMPLERS = (
@@ -32,16 +35,12 @@ SCHEDULERS = (
     "linear_quadratic", "kl_optimal",
 )
 
-RESOLUTIONS = {"480p": 832 * 480, "720p": 1280 * 720}  # pixel areas of Wan2.2 14B's working sizes
-TARGET_AREA = RESOLUTIONS["480p"]
 MAX_LORAS = 4
 LORA_STRENGTH_LIMIT = 4.0
 LORA_EXTENSIONS = (".safetensors", ".sft")
 MIN_SIDE, MAX_SIDE = 128, 1920
 MAX_PROMPT_CHARS = 5000
 SEED_LIMIT = 2**64
-FAST = {"steps": 4, "cfg": 1.0, "shift": 5.0}
-QUALITY = {"steps": 20, "cfg": 3.5, "shift": 8.0}
 
 Output = Literal["auto", "base64", "s3"]
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()-]{0,199}$")
@@ -124,28 +123,32 @@ class LoraEntry(_Strict):
         return out
 
 
-class I2VRequest(_Common):
-    """The product's main path: a start image (and optionally an end image) and a prompt through
-    a bundled Wan2.2 graph, with optional user LoRAs."""
+class VideoRequest(_Common):
+    """A video through a bundled Wan2.2 graph: `model` 14b (with `image` image-to-video, with
+    `end_image` too first-last-frame, without `image` text-to-video) or 5b (`image` optional).
+    Defaults come from the model (graphs.VideoModel); fields the chosen graph cannot use are
+    refused by name (GraphSpec.refuses), never ignored."""
 
-    image: str = Field(min_length=1)
+    model: Literal["14b", "5b"] = "14b"
+    image: str | None = Field(default=None, min_length=1)
     end_image: str | None = Field(default=None, min_length=1)
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
     width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=16)
     height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=16)
-    length: int = Field(default=81, ge=5, le=241)
-    fps: float = Field(default=16.0, ge=1, le=60)
+    length: int | None = Field(default=None, ge=5, le=241)
+    fps: float | None = Field(default=None, ge=1, le=60)
     steps: int | None = Field(default=None, ge=2, le=100)
     cfg: float | None = Field(default=None, ge=0, le=30)
     shift: float | None = Field(default=None, ge=0, le=100)
     fast: bool = True
     lora_strength: float = Field(default=1.0, ge=0, le=4)
     switch_step: int | None = Field(default=None, ge=1)
-    sampler: str = "euler"
-    scheduler: str = "simple"
-    resolution: Literal["480p", "720p"] = "480p"
+    sampler: str | None = None
+    scheduler: str | None = None
+    resolution: Literal["480p", "720p"] | None = None
+    aspect_ratio: Literal["16:9", "9:16", "1:1", "4:3", "3:4"] | None = None
     loras: list[LoraEntry] = Field(default_factory=list, max_length=MAX_LORAS)
     return_last_frame: bool = False
 
@@ -158,33 +161,49 @@ class I2VRequest(_Common):
 
     @field_validator("length")
     @classmethod
-    def _four_n_plus_one(cls, v: int) -> int:
-        if (v - 1) % 4:
+    def _four_n_plus_one(cls, v: int | None) -> int | None:
+        if v is not None and (v - 1) % 4:
             raise ValueError(f"must be 4n+1 frames (e.g. 49, 81, 121); {(v - 1) // 4 * 4 + 1} is the nearest below")
         return v
 
     @field_validator("sampler", "scheduler")
     @classmethod
-    def _known_name(cls, v: str, info: ValidationInfo) -> str:
+    def _known_name(cls, v: str | None, info: ValidationInfo) -> str | None:
         choices = SAMPLERS if info.field_name == "sampler" else SCHEDULERS
-        if v not in choices:
+        if v is not None and v not in choices:
             raise ValueError(f"is not a {info.field_name} ComfyUI knows; use one of {', '.join(choices)}")
         return v
 
     @model_validator(mode="after")
-    def _mode_defaults(self) -> "I2VRequest":
-        base = FAST if self.fast else QUALITY
+    def _model_defaults(self) -> "VideoRequest":
+        """Unset values from the model's defaults (14b fast mode: the LightX2V 4-step values)."""
+        vm = self.video_model
+        base = {**vm.defaults, **({} if self.fast else vm.quality)}
         for key, value in base.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
+        if self.resolution is None:
+            object.__setattr__(self, "resolution", vm.resolution)
         if self.switch_step is None:
-            object.__setattr__(self, "switch_step", self.steps // 2)
+            object.__setattr__(self, "switch_step", self.steps // 2)  # type: ignore[operator]
         return self
 
     @property
+    def spec(self) -> GraphSpec:
+        """The bundled graph this job runs."""
+        return spec_for(self.model, self.image is not None, self.end_image is not None)
+
+    @property
+    def video_model(self) -> VideoModel:
+        return VIDEO_MODELS[self.model]
+
+    @property
     def effective_lora_strength(self) -> float:
-        """LightX2V LoRAs only belong to fast mode; quality mode runs the plain experts."""
-        return self.lora_strength if self.fast else 0.0
+        """LightX2V LoRAs only belong to 14b's fast mode; quality mode (and 5b) runs without them."""
+        return self.lora_strength if self.fast and self.video_model.has_experts else 0.0
+
+
+I2VRequest = VideoRequest  # its name before text-to-video and the 5B model
 
 
 class WorkflowImage(_Strict):
@@ -228,7 +247,7 @@ class WorkflowRequest(_Common):
         return v
 
 
-Request = Union[I2VRequest, WorkflowRequest]
+Request = Union[VideoRequest, WorkflowRequest]
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -266,13 +285,13 @@ def parse_input(raw: Any, *, max_timeout_s: float, s3_configured: bool = False) 
         except ValueError:
             raise invalid("input", "is a string but not valid JSON") from None
     if not isinstance(raw, dict):
-        raise invalid("input", "must be a JSON object with at least `image` and `prompt`")
+        raise invalid("input", "must be a JSON object with at least `prompt`")
     if "workflow" in raw:
         model: type[BaseModel] = WorkflowRequest
         if "image" in raw or "prompt" in raw:
             raise invalid("workflow", "cannot be combined with `image`/`prompt`; send one mode per job")
     else:
-        model = I2VRequest
+        model = VideoRequest
     try:
         req: Request = model.model_validate(raw)  # type: ignore[assignment]
     except ValidationError as exc:
@@ -287,8 +306,8 @@ def parse_input(raw: Any, *, max_timeout_s: float, s3_configured: bool = False) 
 
 def _check_cross_field(req: Request, max_timeout_s: float, s3_configured: bool) -> None:
     """Rules that involve more than one field or the worker's settings."""
-    if isinstance(req, I2VRequest) and not 1 <= req.switch_step < req.steps:  # type: ignore[operator]
-        raise invalid("switch_step", f"must be between 1 and steps-1 ({req.steps - 1})")  # type: ignore[operator]
+    if isinstance(req, VideoRequest):
+        _check_video(req)
     if req.timeout_s is not None and req.timeout_s > max_timeout_s:
         raise invalid("timeout_s", f"may only lower the worker's limit of {max_timeout_s:g} s "
                                    "(JOB_TIMEOUT_S); send a smaller value or omit it")
@@ -297,19 +316,51 @@ def _check_cross_field(req: Request, max_timeout_s: float, s3_configured: bool) 
                                 "use 'base64' or 'auto', or set the BUCKET_* settings")
 
 
-def _round16(x: float) -> int:
-    return max(MIN_SIDE, min(MAX_SIDE, int(x / 16 + 0.5) * 16))
+def _check_video(req: VideoRequest) -> None:
+    """The fields the chosen graph and model can use, and their sizes."""
+    sent = req.model_fields_set
+    for name, why in req.spec.refuses.items():
+        if name in sent:
+            raise invalid(name, why)
+    vm = req.video_model
+    if "aspect_ratio" in sent and req.image is not None:
+        raise invalid("aspect_ratio", "is for text-to-video (no `image`); with an image the video follows "
+                                      "the image's aspect ratio: remove it, or set width/height")
+    if req.resolution not in vm.areas:
+        raise invalid("resolution", f"{req.resolution!r} is not a size of the {vm.name} model; it makes "
+                                    f"{' or '.join(vm.areas)}: send that, or width/height")
+    for name in ("width", "height"):
+        value = getattr(req, name)
+        if value is not None and value % vm.size_step:
+            raise invalid(name, f"must be a multiple of {vm.size_step} for the {vm.name} model "
+                                f"({value // vm.size_step * vm.size_step} is the nearest below)")
+    if vm.has_experts and not 1 <= req.switch_step < req.steps:  # type: ignore[operator]
+        raise invalid("switch_step", f"must be between 1 and steps-1 ({req.steps - 1})")  # type: ignore[operator]
 
 
-def resolve_size(req: I2VRequest, image_width: int, image_height: int) -> tuple[int, int]:
-    """The video size: as given, or following the image's aspect ratio at about the area of
-    `resolution` (832x480 or 1280x720)."""
-    aspect = image_width / image_height
+def _round(x: float, step: int) -> int:
+    return max(MIN_SIDE, min(MAX_SIDE, int(x / step + 0.5) * step))
+
+
+def resolve_size(req: VideoRequest, image_width: int | None = None,
+                 image_height: int | None = None) -> tuple[int, int]:
+    """The video size: as given; else with an image following its aspect ratio at about the area of
+    `resolution`; else the model's size for `resolution` and `aspect_ratio` (16:9 by default).
+    Giving one side makes the other follow the same aspect ratio."""
+    vm = req.video_model
+    resolution = req.resolution or vm.resolution
     if req.width and req.height:
         return req.width, req.height
+    if image_width and image_height:
+        aspect = image_width / image_height
+    else:
+        w, h = vm.sizes[resolution][req.aspect_ratio or ASPECT_RATIOS[0]]
+        if not (req.width or req.height):
+            return w, h
+        aspect = w / h
     if req.width:
-        return req.width, _round16(req.width / aspect)
+        return req.width, _round(req.width / aspect, vm.size_step)
     if req.height:
-        return _round16(req.height * aspect), req.height
-    w = math.sqrt(RESOLUTIONS[req.resolution] * aspect)
-    return _round16(w), _round16(w / aspect)
+        return _round(req.height * aspect, vm.size_step), req.height
+    w = math.sqrt(vm.areas[resolution] * aspect)
+    return _round(w, vm.size_step), _round(w / aspect, vm.size_step)

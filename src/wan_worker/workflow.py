@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -30,6 +30,9 @@ class GraphSpec:
     model_inputs: tuple[tuple[str, str], ...]  # (role, input) naming each model file the graph loads
     lora_after: Mapping[str, str]  # expert ("high"/"low") -> role whose MODEL output user LoRAs follow
     apply: Callable[["Workflow", Graph, Any], None]  # writes a job's values into a copy of the graph
+    model_set: str = "i2v-14b"  # the models.MODEL_SETS entry whose files this graph loads
+    video_model: Any = None  # graphs.VideoModel: the defaults and sizes of the model it runs
+    refuses: Mapping[str, str] = field(default_factory=dict)  # job field -> why this graph cannot use it
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy, start_image
 from tests.video import decode_result
 from wan_worker import handler as handler_module
 from wan_worker.handler import handler
-from wan_worker.models import MANIFEST
+from wan_worker.models import MANIFEST, MODEL_SETS
 from wan_worker.progress import Progress
 
 IMAGE = base64.b64encode(start_image()).decode()
@@ -119,15 +119,17 @@ def test_another_switch_step_gives_other_frames(real_env):
 
 
 def test_the_models_check_and_comfyui_agree(real_env, real_comfy: RealComfy):
-    """Both find the six files in the same place; a file taken away is MODELS_MISSING for the
-    worker (before anything is queued) and gone from ComfyUI's own list too."""
+    """Both find every file in the same place; a file taken away is MODELS_MISSING for the
+    worker (before anything is queued) and gone from ComfyUI's own list too. An I2V job checks the
+    six files of its own set; the dry run reports every set complete."""
     comfy_lists = {m.folder: requests.get(f"{real_comfy.url}/models/{m.folder}", timeout=10).json()
                    for m in MANIFEST}
     assert all(m.name in comfy_lists[m.folder] for m in MANIFEST)
     dry = handler({"id": "real-dry", "input": {**i2v("x")["input"], "dry_run": True}})
     assert dry["checks"]["models"]["ok"], dry["checks"]["models"]
     assert {f["path"] for f in dry["checks"]["models"]["files"]} == {
-        str(real_comfy.models / m.folder / m.name) for m in MANIFEST}
+        str(real_comfy.models / m.folder / m.name) for m in MODEL_SETS["i2v-14b"].files}
+    assert all(s["complete"] for s in dry["checks"]["model_sets"].values()) and len(dry["checks"]["model_sets"]) == 3
 
     vae = next(m for m in MANIFEST if m.folder == "vae")
     path = real_comfy.models / vae.folder / vae.name

@@ -1,5 +1,6 @@
 """tests/tinywan against ComfyUI's own model code: the layouts we write by hand are exactly the
-state dicts of ComfyUI's WanModel and WanVAE, and the files are deterministic from a seed."""
+state dicts of ComfyUI's WanModel (I2V and T2V experts, the TI2V 5B model), its Wan 2.1 VAE and its
+Wan 2.2 VAE (as sd.py configures each), and the files are deterministic from a seed."""
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +18,8 @@ comfy.cli_args.args.cpu = True  # no GPU here; ComfyUI's device probe must not l
 import comfy.ops
 from comfy.ldm.wan.model import WanModel
 from comfy.ldm.wan.vae import WanVAE
+from comfy.ldm.wan.vae2_2 import WanVAE as WanVAE22
+import torch
 sys.path.insert(0, {repo!r})
 import importlib.util
 spec = importlib.util.spec_from_file_location("tinywan", {tinywan!r})
@@ -25,14 +28,24 @@ tw = importlib.util.module_from_spec(spec); spec.loader.exec_module(tw)
 def shapes(module):
     return {{k: list(v.shape) for k, v in module.state_dict().items()}}
 
-dit = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=tw.I2V_IN_DIM, dim=tw.DIM,
-               ffn_dim=tw.FFN, freq_dim=tw.FREQ_DIM, text_dim=tw.TEXT_DIM, out_dim=tw.OUT_DIM, num_heads=1,
-               num_layers=tw.LAYERS, device="meta", operations=comfy.ops.disable_weight_init)
-vae = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-             temperal_downsample=[False, True, True], dropout=0.0)
-mine = {{"dit": tw.dit_shapes(), "vae": tw.vae21_shapes()}}
-print(json.dumps({{"dit": [shapes(dit), {{k: list(v) for k, v in mine["dit"].items()}}],
-                   "vae": [shapes(vae), {{k: list(v) for k, v in mine["vae"].items()}}]}}))
+def dit(in_dim, out_dim):
+    return WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=in_dim, dim=tw.DIM,
+                    ffn_dim=tw.FFN, freq_dim=tw.FREQ_DIM, text_dim=tw.TEXT_DIM, out_dim=out_dim, num_heads=1,
+                    num_layers=tw.LAYERS, device="meta", operations=comfy.ops.disable_weight_init)
+
+config = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
+              dropout=0.0)
+vae = WanVAE(dim=96, z_dim=16, **config)
+with torch.device("meta"):  # ~700 M parameters: shapes only
+    vae22 = WanVAE22(dim=160, z_dim=48, **config)
+pairs = {{
+    "i2v expert": (dit(tw.I2V_IN_DIM, tw.OUT_DIM), tw.dit_shapes()),
+    "t2v expert": (dit(tw.T2V_IN_DIM, tw.OUT_DIM), tw.dit_shapes(tw.T2V_IN_DIM)),
+    "ti2v 5B": (dit(tw.TI2V_DIM, tw.TI2V_DIM), tw.dit_shapes(tw.TI2V_DIM, tw.TI2V_DIM)),
+    "vae 2.1": (vae, tw.vae21_shapes()),
+    "vae 2.2": (vae22, tw.vae22_shapes()),
+}}
+print(json.dumps({{name: [shapes(m), {{k: list(v) for k, v in ours.items()}}] for name, (m, ours) in pairs.items()}}))
 """
 
 
@@ -61,6 +74,6 @@ def test_files_are_deterministic_from_the_seed(tmp_path: Path):
         return digests(folder)
 
     first, again, other = make(tmp_path / "a", 1), make(tmp_path / "b", 1), make(tmp_path / "c", 2)
-    assert len(first) == 6 and first == again
+    assert len(first) == 12 and first == again  # every file of every set
     # the text encoder holds no random weights (norms 1, biases 0, zeros): only it may repeat
     assert [k for k in first if first[k] == other[k]] == ["text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"]
