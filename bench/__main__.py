@@ -182,22 +182,7 @@ class Bench:
         try:
             baseline = worker.recv(120)["memory"]
             floor_baseline = floor.recv(120)["memory"]
-            samples: dict[str, list[dict[str, Any]]] = {"worker": [], "floor": []}
-
-            def one(side: Child, name: str, n: int, keep: bool) -> None:
-                answer = side.call({"cmd": "job", "n": n}, timeout=120)
-                if not answer.get("ok"):
-                    raise BenchError(f"{side.name} job {n} failed: {answer.get('error')}")
-                if keep:
-                    samples[name].append(answer)
-
-            for n in range(warmup):
-                one(worker, "worker", n, False)
-                one(floor, "floor", n, False)
-            for n in range(warmup, warmup + jobs):  # alternate, and alternate who goes first (ABBA)
-                pair = [(worker, "worker"), (floor, "floor")]
-                for side, name in (pair if n % 2 == 0 else pair[::-1]):
-                    one(side, name, n, True)
+            samples = procs.alternate(worker, floor, warmup, jobs, timeout=120)
             memory = worker.call({"cmd": "memory"})["memory"]
             floor_memory = floor.call({"cmd": "memory"})["memory"]
             # One more job, then the result serialized as the RunPod SDK does before sending it.

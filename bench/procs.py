@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from . import REPO
 
@@ -164,3 +164,28 @@ def memory() -> dict[str, int]:
 
     return {"rss": values["VmRSS"], "hwm": values["VmHWM"],
             "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def alternate(worker: Child, floor: Child, warmup: int, jobs: int, timeout: float,
+              log: Callable[[str], None] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Warm-up jobs, then measured ones, alternating sides and who goes first (ABBA), so a drift
+    in the machine's load falls on both sides alike. Returns each side's measured answers."""
+    samples: dict[str, list[dict[str, Any]]] = {"worker": [], "floor": []}
+
+    def one(side: Child, name: str, n: int, keep: bool) -> None:
+        answer = side.call({"cmd": "job", "n": n}, timeout=timeout)
+        if not answer.get("ok"):
+            raise BenchError(f"{side.name} job {n} failed: {answer.get('error')}")
+        if keep:
+            samples[name].append(answer)
+
+    for n in range(warmup):
+        one(worker, "worker", n, False)
+        one(floor, "floor", n, False)
+        if log:
+            log(f"  warm-up {n + 1}/{warmup} done")
+    for n in range(warmup, warmup + jobs):
+        pair = [(worker, "worker"), (floor, "floor")]
+        for side, name in (pair if n % 2 == 0 else pair[::-1]):
+            one(side, name, n, True)
+    return samples

@@ -115,29 +115,6 @@ def worker_env(comfy: RealComfyUI) -> dict[str, str]:
     return env
 
 
-def alternate(worker: Child, floor: Child, warmup: int, jobs: int,
-              log: Callable[[str], None]) -> dict[str, list[dict[str, Any]]]:
-    """Warm-up jobs, then measured ones, alternating sides and who goes first (ABBA)."""
-    samples: dict[str, list[dict[str, Any]]] = {"worker": [], "floor": []}
-
-    def one(side: Child, name: str, n: int, keep: bool) -> None:
-        answer = side.call({"cmd": "job", "n": n}, timeout=JOB_TIMEOUT_S)
-        if not answer.get("ok"):
-            raise BenchError(f"{side.name} job {n} failed: {answer.get('error')}")
-        if keep:
-            samples[name].append(answer)
-
-    for n in range(warmup):
-        one(worker, "worker", n, False)
-        one(floor, "floor", n, False)
-        log(f"  warm-up {n + 1}/{warmup} done")
-    for n in range(warmup, warmup + jobs):
-        pair = [(worker, "worker"), (floor, "floor")]
-        for side, name in (pair if n % 2 == 0 else pair[::-1]):
-            one(side, name, n, True)
-    return samples
-
-
 def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: str,
                make_graph: Callable[[], dict[str, Any]] | None, warmup: int, jobs: int,
                log: Callable[[str], None]) -> dict[str, Any]:
@@ -163,7 +140,7 @@ def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: st
         floor = procs.python_child(f"floor-{tag}", "bench.realsides", ["floor", json.dumps(cfg)], clean_env(),
                                    bench.logs)
         floor_baseline = floor.recv(120)["memory"]
-        samples = alternate(worker, floor, warmup, jobs, log)
+        samples = procs.alternate(worker, floor, warmup, jobs, JOB_TIMEOUT_S, log)
         memory = worker.call({"cmd": "memory"})["memory"]
         floor_memory = floor.call({"cmd": "memory"})["memory"]
     finally:

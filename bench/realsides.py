@@ -182,20 +182,8 @@ class RealFloorSide:
                   "queue_ms": (t_queued - t_post) * 1000}
         if not answer["ok"]:
             answer["error"] = f"the floor got {len(outs)} outputs"
-        self.clean_up(outs, uploaded)  # untimed: leave ComfyUI's folders as they were
+        sides.remove_job_files(self.comfy_dir, outs, uploaded)  # untimed
         return answer
-
-    def clean_up(self, outs: list[dict[str, Any]], uploaded: str) -> None:
-        """Untimed: a bare client has no folders to keep tidy, but the bench leaves ComfyUI's as they were."""
-        for out in outs:
-            saved = self.comfy_dir / "output" / out["subfolder"] / out["filename"]
-            saved.unlink(missing_ok=True)
-            for folder in (saved.parent, saved.parent.parent):
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass
-        (self.comfy_dir / "input" / uploaded).unlink(missing_ok=True)
 
 
 def main() -> int:

@@ -197,15 +197,21 @@ class FloorSide:
             dest.unlink()
         elif got != expected:
             answer = {"ok": False, "error": "floor base64 has the wrong length"}
-        saved = self.comfy_dir / "output" / out["subfolder"] / out["filename"]
+        remove_job_files(self.comfy_dir, [out], uploaded)
+        return answer
+
+
+def remove_job_files(comfy_dir: Path, outs: list[dict[str, Any]], uploaded: str) -> None:
+    """Untimed: a bare client keeps no folders tidy, but the bench leaves ComfyUI's as they were."""
+    for out in outs:
+        saved = comfy_dir / "output" / out["subfolder"] / out["filename"]
         saved.unlink(missing_ok=True)
         for folder in (saved.parent, saved.parent.parent):
             try:
                 folder.rmdir()
             except OSError:
                 pass
-        (self.comfy_dir / "input" / uploaded).unlink(missing_ok=True)
-        return answer
+    (comfy_dir / "input" / uploaded).unlink(missing_ok=True)
 
 
 # -- readiness ----------------------------------------------------------------------------------
