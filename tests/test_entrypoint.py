@@ -271,7 +271,9 @@ def test_sigterm_stops_the_worker_and_comfyui(entrypoint, volume: Path):
 
     os.kill(run.proc.pid, signal.SIGTERM)  # the entrypoint's PID: the worker, after exec
     run.proc.wait(timeout=10)
-    wait_for("ComfyUI to exit", lambda: not pid_alive(comfy_pid), timeout=5)
+    # The stand-in stops its server thread on SIGTERM (FakeComfy.stop joins it for up to 10 s);
+    # what counts is that it goes, not how fast a loaded machine lets it.
+    wait_for("ComfyUI to exit", lambda: not pid_alive(comfy_pid), timeout=15)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{run.comfy}/system_stats", timeout=1)
     with pytest.raises(requests.ConnectionError):
