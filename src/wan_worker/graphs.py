@@ -38,6 +38,7 @@ class VideoParams:
     scheduler: str
     filename_prefix: str
     end_image_name: str | None = None  # first-last-frame graphs only
+    parts: int = 1  # graphs with a repeated block (workflow.Repeat): how many parts the job runs
 
 
 @dataclass(frozen=True)

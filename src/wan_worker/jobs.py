@@ -107,7 +107,7 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     checks = video_checks(start, end, params, volume.to_dict(), loras)
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
-    return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(), default_phase="loading_models",
+    return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(params.parts), default_phase="loading_models",
                 checks=checks, fields=fields, last_frame=req.return_last_frame)
 
 
