@@ -482,3 +482,14 @@ def test_retry_waits_follow_retry_after_or_double_with_a_cap():
     assert _retry_after(answer("soon")) is None and _retry_after(answer(None)) is None
     waits = [policy.wait_s(n) for n in range(7)]
     assert 0.8 <= waits[0] <= 1.2 and 3.2 <= waits[2] <= 4.8 and waits[6] == 30.0
+
+
+def test_a_graph_of_parts_shows_which_part_runs():
+    from wan_worker.client.display import State
+
+    state = State.from_status({"status": "IN_PROGRESS", "output": {"phase": "sampling", "chunk": 2, "chunks": 3,
+                                                                   "step": 1, "steps": 4, "percent": 43}})
+    assert state.text() == "sampling chunk 2/3 1/4"
+    window = State.from_status({"status": "IN_PROGRESS", "output": {"phase": "sampling", "window": 1, "windows": 2}})
+    assert window.text() == "sampling window 1/2" and window.line_key() != state.line_key()
+    assert State.from_status({"status": "IN_PROGRESS", "output": {"phase": "decoding"}}).text() == "decoding"
