@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import INVALID_INPUT, WorkerError
 from .images import FetchPolicy, read_reference
+from .request import invalid
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -205,8 +206,6 @@ def pick_span(found: AVInput, start_s: float | None, duration_s: float | None, m
               start_field: str, duration_field: str) -> Span:
     """The part of `found` a job asks for (`start_field`, `duration_field`; the rest of the file by
     default), checked against the file's length and a cap in seconds, before anything is queued."""
-    from .request import invalid
-
     start = start_s or 0.0
     total = found.duration_s
     if start >= total:

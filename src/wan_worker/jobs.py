@@ -101,7 +101,7 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     if end is not None and params.end_image_name:
         uploads.append(Upload(params.end_image_name, end.data, end.mime_type))
     if sound is not None and params.audio_name:
-        uploads.append(Upload(params.audio_name, sound[0].data, sound[0].mime_type))
+        uploads.append(Upload(params.audio_name, sound.input.data, sound.input.mime_type))
     nodes = [lo.node() for lo in loras]
 
     def build(names: list[str]) -> Graph:
@@ -116,7 +116,7 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         fields["loras"] = [lo.to_dict() for lo in loras]
     checks = video_checks(start, end, params, volume.to_dict(), loras)
     if sound is not None:
-        checks["audio"] = {**sound[0].check(), "start_s": round(params.audio_start_s, 3),
+        checks["audio"] = {**sound.input.check(), "start_s": round(params.audio_start_s, 3),
                            "used_s": round(params.audio_s, 3)}
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
@@ -138,7 +138,12 @@ def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress,
                                   progress=report)
 
 
-Sound = tuple[AVInput, Span]
+@dataclass(frozen=True)
+class Sound:
+    """A sound-to-video job's `audio`: the checked file and the part of it the video covers."""
+
+    input: AVInput
+    span: Span
 
 
 def load_sound(req: VideoRequest, settings: Settings, timings: Timed) -> Sound:
@@ -146,8 +151,8 @@ def load_sound(req: VideoRequest, settings: Settings, timings: Timed) -> Sound:
     `duration_s`) checked against its length and MAX_AUDIO_S."""
     with timings.phase("audio"):
         found = load_av(req.audio, settings, "audio", "audio")
-        return found, pick_span(found, req.audio_start_s, req.duration_s, settings.max_audio_s, "MAX_AUDIO_S",
-                                "audio_start_s", "duration_s")
+        return Sound(found, pick_span(found, req.audio_start_s, req.duration_s, settings.max_audio_s,
+                                      "MAX_AUDIO_S", "audio_start_s", "duration_s"))
 
 
 def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, end: PreparedImage | None,
@@ -156,7 +161,7 @@ def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, en
     length, parts = req.length, 1
     if sound is not None and wf is not None and wf.spec.timing is not None:
         try:
-            length, parts = wf.spec.timing(wf, sound[1].duration_s)
+            length, parts = wf.spec.timing(wf, sound.span.duration_s)
         except ValueError as exc:
             raise WorkerError(INVALID_INPUT, f"Invalid input: `audio` is too long for one video: {exc}; "
                                              "send a shorter part with `duration_s`.",
@@ -171,9 +176,9 @@ def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, en
         filename_prefix=f"wan_{job_id}",
         end_image_name=f"wan_{job_id}_end.{end.extension}" if end is not None else None,
         parts=parts,
-        audio_name=f"wan_{job_id}_audio{sound[0].extension}" if sound is not None else None,
-        audio_start_s=sound[1].start_s if sound is not None else 0.0,
-        audio_s=sound[1].duration_s if sound is not None else 0.0,
+        audio_name=f"wan_{job_id}_audio{sound.input.extension}" if sound is not None else None,
+        audio_start_s=sound.span.start_s if sound is not None else 0.0,
+        audio_s=sound.span.duration_s if sound is not None else 0.0,
     )
 
 

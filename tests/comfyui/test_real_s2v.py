@@ -90,16 +90,18 @@ def audio_track_s(result: dict[str, Any]) -> tuple[str, float]:
         return stream.codec_context.name, samples / stream.codec_context.sample_rate
 
 
-def test_one_chunk_follows_the_sound(s2v_env, real_comfy: RealComfy):
+def test_one_whole_chunk_follows_the_sound(s2v_env, real_comfy: RealComfy):
+    """1 s is exactly one chunk: every decoded frame but the doubled first one is kept, so this
+    proves the chunk arithmetic (4 frames per latent frame, the doubled frame dropped) on ComfyUI."""
     files_before = real_comfy.files()
-    result = handler(s2v("real-s2v-1", audio_file("WAV", seconds=0.75, freq=220.0)))
+    result = handler(s2v("real-s2v-1", audio_file("WAV", seconds=1.0, freq=220.0)))
     video = decode_result(result)
     assert (result["graph"], result["chunks"], result["audio"]) == ("s2v", 1, True)
-    assert len(video.frames) == result["length"] == 12  # 0.75 s at 16 fps, cut from the 16-frame chunk
+    assert len(video.frames) == result["length"] == 16
     assert (video.width, video.height, video.fps) == (128, 128, 16)
     assert not video.is_blank()
     codec, seconds = audio_track_s(result)
-    assert codec == "aac" and seconds == pytest.approx(0.75, abs=0.05)
+    assert codec == "aac" and seconds == pytest.approx(1.0, abs=0.05)
     assert real_comfy.files() == files_before  # uploads and outputs cleaned up
 
 
@@ -108,6 +110,7 @@ def test_two_chunks_from_a_part_of_a_longer_sound(s2v_env):
     result = handler(s2v("real-s2v-2", sound, audio_start_s=1.0, duration_s=1.5))
     video = decode_result(result)
     assert (result["chunks"], result["length"], len(video.frames)) == (2, 24, 24)  # 16 + 8 of the second chunk
+    assert result["audio_start_s"] == 1.0 and result["audio_s"] == 1.5
     assert (video.width, video.height, video.fps) == (128, 128, 16)
     assert not video.is_blank()
     codec, seconds = audio_track_s(result)
