@@ -132,7 +132,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise WorkerError(
             STARTUP_FAILED,
             "Setting WORKFLOW_PATH is no longer read; set WORKFLOWS_DIR to a folder holding wan22_i2v.json, "
-            "wan22_flf2v.json, wan22_t2v.json and wan22_ti2v_5b.json, or unset it to use the bundled graphs.",
+            "wan22_flf2v.json, wan22_t2v.json, wan22_ti2v_5b.json and wan22_s2v.json, or unset it to use the "
+            "bundled graphs.",
             {"setting": "WORKFLOW_PATH"},
         )
     if "COMFY_HOST" not in env and "COMFY_PORT" in env:
