@@ -522,3 +522,11 @@ def test_batch_lines_read_audio_files_beside_the_jobs_file(rp, image, tmp_path, 
     assert code == 0, capsys.readouterr()
     [sent] = sent_inputs(rp)
     assert sent["audio"] == base64.b64encode(sound.read_bytes()).decode()
+
+
+def test_the_summary_says_chunks_and_sound():
+    from wan_worker.client.results import _shape
+
+    out = {"width": 640, "height": 640, "length": 197, "fps": 16.0, "duration_s": 12.312, "chunks": 3, "audio": True}
+    assert _shape(out) == "640x640, 197 frames at 16 fps = 12.312 s in 3 chunks, with sound"
+    assert _shape({**out, "chunks": 1, "audio": False}).endswith("= 12.312 s in 1 chunk")
