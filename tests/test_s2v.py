@@ -342,3 +342,18 @@ def test_progress_counts_chunks_and_never_goes_back(worker_env, fake, monkeypatc
     percents = [u["percent"] for u in updates]
     assert percents == sorted(percents)
     assert [p for p in dict.fromkeys(u["phase"] for u in updates)][-3:] == ["decoding", "encoding", "uploading"]
+
+
+def test_chunks_follow_the_graphs_own_chunk_lengths(wf):
+    """A graph re-exported with other lengths: the first chunk's and the extend block's count."""
+    import copy
+    import dataclasses
+
+    g = copy.deepcopy(wf.graph)
+    g[wf.roles["Sound To Video"]]["inputs"]["length"] = 13  # 16 frames
+    g[wf.roles["Extend"]]["inputs"]["length"] = 29  # 32 frames
+    other = dataclasses.replace(wf, graph=g)
+    assert s2v_timing(other, 1.0) == (16, 1)
+    assert s2v_timing(other, 1.01) == (17, 2)
+    assert s2v_timing(other, 3.0) == (48, 2)
+    assert s2v_timing(other, 3.01) == (49, 3)

@@ -238,13 +238,16 @@ def chunk_frames(chunk_length: int) -> int:
 
 def s2v_timing(wf: Workflow, seconds: float) -> tuple[int, int]:
     """(frames, chunks) for `seconds` of sound: the frames at 16 fps, rounded up to whole chunks of
-    the graph's chunk length; the decoded video (chunks x chunk_frames, after the doubled first
-    frame is dropped) is then cut back to the frames. Raises ValueError past ImageFromBatch's limit."""
+    the graph's chunk lengths (the first chunk's, then the extend block's); the decoded video (the
+    chunks' frames, after the doubled first frame is dropped) is then cut back to the frames.
+    Raises ValueError past ImageFromBatch's limit."""
     frames = max(1, math.ceil(round(seconds * S2V_FPS, 6)))
     if frames > MAX_FRAMES:
         raise ValueError(f"{seconds:g} s of sound is {frames} frames at {S2V_FPS} fps, more than the "
                          f"{MAX_FRAMES} one video can hold")
-    return frames, math.ceil(frames / chunk_frames(int(wf.default("Sound To Video", "length"))))
+    first = chunk_frames(int(wf.default("Sound To Video", "length")))
+    more = chunk_frames(int(wf.default("Extend", "length")))
+    return frames, 1 + math.ceil(max(0, frames - first) / more)
 
 
 NO_END_IMAGE_T2V = ("needs `image` too: first-last-frame starts from `image` and ends at `end_image`; "
