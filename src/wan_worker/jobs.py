@@ -4,8 +4,8 @@ files the graph loads, the LoRAs (downloaded if given by URL), every input image
 
 Video jobs (I2V, first-last-frame, text-to-video, sound-to-video; model 14b or 5b) run the bundled
 graph of `VideoRequest.spec`; a graph with `timing` (S2V) takes its length and parts from the
-duration of its driving input (the sound), read here before anything is queued; workflow mode brings its own graph. Either way the handler runs the same
-pipeline on the plan.
+duration of its driving input (the sound), read here before anything is queued. Workflow mode
+brings its own graph. Either way the handler runs the same pipeline on the plan.
 """
 from __future__ import annotations
 
