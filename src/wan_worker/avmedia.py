@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from .errors import INVALID_INPUT, WorkerError
 from .images import FetchPolicy, read_reference
+from .request import invalid
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -187,3 +189,39 @@ def _wrong_kind(field: str, kind: str, found: str) -> WorkerError:
     need = "a sound track" if kind == "audio" else "video frames"
     return WorkerError(INVALID_INPUT, f"`{field}` is {found}; it needs {need}. Send the right file.",
                        {"field": field, "kind": kind, "found": found})
+
+
+@dataclass(frozen=True)
+class Span:
+    """The part of an input a job uses: from `start_s`, for `duration_s` seconds."""
+
+    start_s: float
+    duration_s: float
+
+
+MIN_SPAN_S = 0.1  # shorter than this no model reads anything from a sound (wav2vec2 needs 25 ms windows)
+
+
+def pick_span(found: AVInput, start_s: float | None, duration_s: float | None, max_s: float, max_setting: str,
+              start_field: str, duration_field: str) -> Span:
+    """The part of `found` a job asks for (`start_field`, `duration_field`; the rest of the file by
+    default), checked against the file's length and a cap in seconds, before anything is queued."""
+    start = start_s or 0.0
+    total = found.duration_s
+    if start >= total:
+        raise invalid(start_field, f"is {start:g} s, but `{found.field}` lasts only {total:.2f} s; send a start "
+                                   "inside it")
+    rest = total - start
+    if duration_s is not None and duration_s > rest + 0.001:
+        raise invalid(duration_field, f"asks for {duration_s:g} s from {start:g} s, but `{found.field}` has only "
+                                      f"{rest:.2f} s there; send at most {math.floor(rest * 100) / 100:g}")
+    used = rest if duration_s is None else min(duration_s, rest)
+    if used > max_s:
+        where = duration_field if duration_s is not None else found.field
+        raise invalid(where, f"covers {used:.2f} s of {found.kind}, more than this worker's limit of {max_s:g} s "
+                             f"({max_setting}); pick a part with `{start_field}` and `{duration_field}`, or send "
+                             "a shorter file")
+    if used < MIN_SPAN_S:
+        where = duration_field if duration_s is not None else found.field
+        raise invalid(where, f"covers only {used:.3f} s of {found.kind}; send at least {MIN_SPAN_S:g} s")
+    return Span(start, used)

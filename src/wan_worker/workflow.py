@@ -55,6 +55,9 @@ class GraphSpec:
     video_model: Any = None  # graphs.VideoModel: the defaults and sizes of the model it runs
     refuses: Mapping[str, str] = field(default_factory=dict)  # job field -> why this graph cannot use it
     repeat: Repeat | None = None  # the block a job repeats (params.parts parts in all)
+    # (workflow, seconds of the input that drives the video: S2V's sound) -> (frames, parts);
+    # None: the job's `length` decides, in one part
+    timing: Callable[["Workflow", float], tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
