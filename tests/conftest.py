@@ -70,6 +70,7 @@ def model_paths_yaml(path: Path, root: Path) -> Path:
         "  text_encoders: text_encoders\n"
         "  vae: vae\n"
         "  audio_encoders: audio_encoders\n"
+        "  clip_vision: clip_vision\n"
     )
     return path
 
