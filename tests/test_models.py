@@ -457,7 +457,7 @@ def test_cli_all_ok(layout, monkeypatch, capsys) -> None:
     assert models.main([]) == 0
     out = capsys.readouterr().out
     assert out.count("OK ") == len(MANIFEST) and str(volume / "vae" / VAE.name) in out
-    assert out.count("COMPLETE ") == len(MODEL_SETS) == 6 and "This volume can serve: image-to-video" in out
+    assert out.count("COMPLETE ") == len(MODEL_SETS) == 5 and "This volume can serve: image-to-video" in out
     assert "GB" in out and str(volume / "vae") in out and "present and complete" in out
 
 
