@@ -254,7 +254,7 @@ def resample_video(found: AVInput, fps: int, frames: int) -> bytes:
             # output frame k shows the input frame on screen at k / fps
             while written < frames and int(written * src_fps / fps + 1e-6) <= index:
                 image = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-                image.pts = None
+                image.pts, image.time_base = written, Fraction(1, fps)
                 for packet in stream.encode(image):
                     sink.mux(packet)
                 written += 1

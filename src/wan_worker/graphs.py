@@ -430,8 +430,10 @@ ANIMATE = GraphSpec(
            "Extend Trim Latent": "TrimVideoLatent", "Extend Decode": "VAEDecode",
            "Extend New Images": "ImageFromBatch", "Extend Images": "ImageBatch",
            "Cut To Video": "ImageFromBatch", "Create Video": "CreateVideo", "Save Video": "SaveVideo"},
-    phases={"Sampler": "sampling", "Extend Sampler": "sampling", "Decode": "decoding",
-            "Extend Decode": "decoding", "Create Video": "encoding", "Save Video": "encoding"},
+    # each window decodes its frames before the next one samples: decoding stays inside a window's
+    # "sampling" (the decoding band comes after sampling's and percent never goes back)
+    phases={"Sampler": "sampling", "Extend Sampler": "sampling", "Create Video": "encoding",
+            "Save Video": "encoding"},
     model_inputs=(("Model", "unet_name"), ("LoRA", "lora_name"), ("Relight LoRA", "lora_name"),
                   ("Text Encoder", "clip_name"), ("VAE", "vae_name"), ("CLIP Vision", "clip_name")),
     lora_after={"high": "Relight LoRA"}, apply=apply_animate, model_set="animate-14b",
