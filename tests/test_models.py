@@ -340,7 +340,8 @@ def test_unet_alias_finds_the_file(tmp_path: Path) -> None:
     (vol / "diffusion_models").rename(vol / "unet")
     (vol / "text_encoders").rename(vol / "clip")
     s = settings_for(tmp_path, f"vol:\n  base_path: {vol}\n  unet: unet\n  clip: clip\n"
-                               "  loras: loras\n  vae: vae\n  audio_encoders: audio_encoders\n  clip_vision: clip_vision\n")
+                               "  loras: loras\n  vae: vae\n  audio_encoders: audio_encoders\n"
+                               "  clip_vision: clip_vision\n")
     report = check_volume(s)
     assert report.ok and report.files[0].path == str(vol / "unet" / HIGH.name)
 

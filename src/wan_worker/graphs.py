@@ -332,7 +332,8 @@ NO_END_IMAGE_T2V = ("needs `image` too: first-last-frame starts from `image` and
 ONE_MODEL = "is for the 14b model's two experts; the 5b model is one model and has no {what}: remove it"
 NO_AUDIO = "picks the part of `audio` a sound-to-video job covers; send `audio` too, or remove it"
 AUDIO_ONLY = {"audio_start_s": NO_AUDIO, "duration_s": NO_AUDIO}
-NO_VIDEO = "is for Animate, which needs `video` (the driving video) and `image` (the character): send both, or remove it"
+NO_VIDEO = ("is for Animate, which needs `video` (the driving video) and `image` (the character): send both, "
+            "or remove it")
 ANIMATE_FIELDS = ("mode", "pose_video", "face_video", "background_video", "mask_video", "relight")
 ANIMATE_ONLY = {name: NO_VIDEO for name in ANIMATE_FIELDS}
 
