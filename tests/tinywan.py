@@ -421,13 +421,15 @@ def write_animate(path: Path, seed: int) -> Path:
     """The Animate model at tiny DiT size with its fixed-size face and motion encoders (~78 MB fp16),
     and the motion encoder's Blur kernels (buffers the real file holds too: StyleGAN2's [1, 3, 3, 1]
     outer product, normalised)."""
-    tensors = dict(_values(animate_shapes(), seed, torch.float16))
+    return _save(path, {**dict(_values(animate_shapes(), seed, torch.float16)), **animate_kernels()})
+
+
+def animate_kernels() -> dict[str, torch.Tensor]:
+    """The motion encoder's Blur buffers (in its downsampling convs and skips)."""
     taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
     kernel = (taps[None, :] * taps[:, None] / (taps.sum() ** 2)).to(torch.float16)
-    for n in range(1, 8):
-        for conv in ("conv2", "skip"):
-            tensors[f"motion_encoder.enc.net_app.convs.{n}.{conv}.0.kernel"] = kernel.clone()
-    return _save(path, tensors)
+    return {f"motion_encoder.enc.net_app.convs.{n}.{conv}.0.kernel": kernel.clone()
+            for n in range(1, 8) for conv in ("conv2", "skip")}
 
 
 def write_clip_vision_h(path: Path, seed: int) -> Path:
