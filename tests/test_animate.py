@@ -9,7 +9,6 @@ made with PyAV (tests/avgen.py).
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import io
 import json
@@ -19,7 +18,7 @@ import av
 import pytest
 
 from tests.avgen import audio_file, video_file
-from tests.conftest import FIXTURES, png_b64
+from tests.conftest import FIXTURES, listing, png_b64, sent_graph
 from tests.fakecomfy.validate import validate_prompt
 from wan_worker.avmedia import probe, resample_video
 from wan_worker.errors import INVALID_INPUT, WorkerError
@@ -162,22 +161,6 @@ def object_info():
     return json.loads((FIXTURES / "object_info.json").read_text())
 
 
-def scanned(info: dict) -> dict:
-    """The fixture's schemas with the loaders listing the animate-14b files (as a ComfyUI with that set)."""
-    info = copy.deepcopy(info)
-    for cls, widget, folder in (("UNETLoader", "unet_name", "diffusion_models"),
-                                ("LoraLoaderModelOnly", "lora_name", "loras"),
-                                ("CLIPLoader", "clip_name", "text_encoders"), ("VAELoader", "vae_name", "vae"),
-                                ("CLIPVisionLoader", "clip_name", "clip_vision")):
-        spec = info[cls]["input"]["required"][widget]
-        wanted = sorted(m.name for m in MODEL_SETS["animate-14b"].files if m.folder == folder)
-        if spec[0] == "COMBO":
-            spec[1]["options"] = wanted
-        else:
-            spec[0] = wanted
-    return info
-
-
 def ids(wf, role: str, parts: int) -> list[str]:
     node = wf.roles[role]
     return [node] + [copy_id(node, k) for k in range(3, parts + 1)]
@@ -190,7 +173,7 @@ def test_the_graph_for_n_windows_is_valid_and_chained(wf, object_info, tmp_path,
     for name in ["wan_j.png", *names.values()]:
         (tmp_path / name).write_bytes(b"")
     g = wf.build(params(parts=parts, mode=mode, video_names=names, relight=mode == "replace"))
-    ok, body = validate_prompt(g, scanned(object_info), tmp_path)
+    ok, body = validate_prompt(g, listing(object_info, "animate-14b"), tmp_path)
     assert ok, body
     r = wf.roles
     samplers = [n for n in g.values() if n["class_type"] == "KSampler"]
@@ -253,16 +236,8 @@ def test_a_30fps_video_is_resampled_to_16fps_frames():
 
 
 @pytest.fixture
-def fake(tmp_path, volume):
-    from tests.fakecomfy import FakeComfy
-
-    with FakeComfy(root_dir=tmp_path / "comfyui", extra_model_paths_config=tmp_path / "extra_model_paths.yaml",
-                   scan_models=True) as server:
-        yield server
-
-
-def sent_graph(fake) -> dict:
-    return [r.json for r in fake.requests if r.method == "POST" and r.path == "/prompt"][-1]["prompt"]
+def fake(scanning_fake):
+    return scanning_fake
 
 
 def job(raw: dict[str, Any], job_id: str = "animate-1") -> dict[str, Any]:

@@ -12,21 +12,17 @@ counts. Two steps each (the fewest a job may ask for).
 from __future__ import annotations
 
 import base64
-import io
-import json
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from tests.avgen import video_file
-from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy, start_image
-from tests.video import decode_result
+from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy, start_image, workflows_with
+from tests.video import audio_track_s, decode_result
 from wan_worker import handler as handler_module
 from wan_worker.graphs import ANIMATE
 from wan_worker.handler import handler
-from wan_worker.settings import bundled_workflows_dir
 
 WINDOW, MOTION = 5, 1  # a window of 5 frames continuing from the last 1: 4 new frames a window
 IMAGE = base64.b64encode(start_image()).decode()
@@ -39,16 +35,8 @@ def b64(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def short_windows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled graphs, with the Animate graph's windows shortened for CPU-sized jobs."""
-    folder = tmp_path_factory.mktemp("workflows")
-    for path in bundled_workflows_dir().glob("*.json"):
-        shutil.copy(path, folder / path.name)
-    graph_path = folder / ANIMATE.file
-    graph = json.loads(graph_path.read_text())
-    for node in graph.values():
-        if node["class_type"] == "WanAnimateToVideo":
-            node["inputs"].update(length=WINDOW, continue_motion_max_frames=MOTION)
-    graph_path.write_text(json.dumps(graph))
-    return folder
+    return workflows_with(tmp_path_factory.mktemp("workflows"), ANIMATE.file, ("Animate", "Extend Animate"),
+                          length=WINDOW, continue_motion_max_frames=MOTION)
 
 
 @pytest.fixture
@@ -69,15 +57,6 @@ def animate(job_id: str, frames: int, **fields: Any) -> dict[str, Any]:
     return {"id": job_id, "input": {"image": IMAGE, "video": control, "pose_video": control, "face_video": control,
                                     "prompt": PROMPT, "negative_prompt": NEGATIVE, "width": 128, "height": 128,
                                     "seed": 7, "steps": 2, **fields}}
-
-
-def audio_track_s(result: dict[str, Any]) -> tuple[str, float]:
-    import av
-
-    with av.open(io.BytesIO(base64.b64decode(result["video"]))) as container:
-        stream = container.streams.audio[0]
-        samples = sum(frame.samples for frame in container.decode(stream))
-        return stream.codec_context.name, samples / stream.codec_context.sample_rate
 
 
 def test_a_two_window_move_job_with_the_drivers_sound(animate_env, real_comfy: RealComfy):
