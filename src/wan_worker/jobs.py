@@ -2,9 +2,11 @@
 and a dry run show. Everything that can be checked without the GPU is checked here: the model
 files the graph loads, the LoRAs (downloaded if given by URL), every input image or media file.
 
-Video jobs (I2V, first-last-frame, text-to-video, sound-to-video; model 14b or 5b) run the bundled
-graph of `VideoRequest.spec`; a graph with `timing` (S2V) takes its length and parts from the
-duration of its driving input (the sound), read here before anything is queued. Workflow mode
+Video jobs (I2V, first-last-frame, text-to-video, sound-to-video, Animate; model 14b or 5b) run the
+bundled graph of `VideoRequest.spec`; a graph with `timing` (S2V, Animate) takes its length and parts
+from the duration of its driving input (the sound, the driving video), read here before anything is
+queued. Animate's control videos (pose, face, background, mask) come from `control_videos`, the one
+place that decides where they come from. Workflow mode
 brings its own graph. Either way the handler runs the same pipeline on the plan.
 """
 from __future__ import annotations

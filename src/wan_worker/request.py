@@ -1,5 +1,5 @@
 """Job input -> a typed request: a video job (image-to-video, first-last-frame, text-to-video,
-sound-to-video; model 14b or 5b) or workflow mode (worker-comfyui compatible).
+sound-to-video, Animate; model 14b or 5b) or workflow mode (worker-comfyui compatible).
 
 Pydantic does the checking (strict types, unknown fields refused) and every failure becomes one
 INVALID_INPUT error that names the field. Values are never echoed back: an `image` field may hold
