@@ -70,6 +70,7 @@ def model_paths_yaml(path: Path, root: Path) -> Path:
         "  text_encoders: text_encoders\n"
         "  vae: vae\n"
         "  audio_encoders: audio_encoders\n"
+        "  clip_vision: clip_vision\n"
     )
     return path
 
@@ -96,6 +97,45 @@ def fake(tmp_path: Path):
 
     with FakeComfy(root_dir=tmp_path / "comfyui") as server:
         yield server
+
+
+@pytest.fixture
+def scanning_fake(tmp_path: Path, volume: Path):
+    """The stand-in listing the files really on the test volume, as ComfyUI does."""
+    from tests.fakecomfy import FakeComfy
+
+    with FakeComfy(root_dir=tmp_path / "comfyui", extra_model_paths_config=tmp_path / "extra_model_paths.yaml",
+                   scan_models=True) as server:
+        yield server
+
+
+def sent_graph(fake) -> dict:
+    """The last graph the worker queued on the stand-in."""
+    return [r.json for r in fake.requests if r.method == "POST" and r.path == "/prompt"][-1]["prompt"]
+
+
+LOADERS = (("UNETLoader", "unet_name", "diffusion_models"), ("LoraLoaderModelOnly", "lora_name", "loras"),
+           ("CLIPLoader", "clip_name", "text_encoders"), ("VAELoader", "vae_name", "vae"),
+           ("AudioEncoderLoader", "audio_encoder_name", "audio_encoders"),
+           ("CLIPVisionLoader", "clip_name", "clip_vision"))
+
+
+def listing(info: dict, model_set: str) -> dict:
+    """The object_info fixture's schemas with the loaders listing `model_set`'s files (as a ComfyUI
+    with that set on its volume would)."""
+    import copy
+
+    from wan_worker.models import MODEL_SETS
+
+    info = copy.deepcopy(info)
+    for cls, widget, folder in LOADERS:
+        spec = info[cls]["input"]["required"][widget]
+        wanted = sorted(m.name for m in MODEL_SETS[model_set].files if m.folder == folder)
+        if spec[0] == "COMBO":
+            spec[1]["options"] = wanted
+        else:
+            spec[0] = wanted
+    return info
 
 
 @pytest.fixture

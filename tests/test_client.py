@@ -530,3 +530,34 @@ def test_the_summary_says_chunks_and_sound():
     out = {"width": 640, "height": 640, "length": 197, "fps": 16.0, "duration_s": 12.312, "chunks": 3, "audio": True}
     assert _shape(out) == "640x640, 197 frames at 16 fps = 12.312 s in 3 chunks, with sound"
     assert _shape({**out, "chunks": 1, "audio": False}).endswith("= 12.312 s in 1 chunk")
+
+
+# -- Animate -----------------------------------------------------------------------------------
+
+def test_animate_videos_and_mode_are_sent(rp, image, tmp_path, capsys):
+    files = {}
+    for name in ("dance", "pose", "face", "bg", "mask"):
+        files[name] = tmp_path / f"{name}.mp4"
+        files[name].write_bytes(f"not really an mp4: {name}".encode())
+
+    def enc(name: str) -> str:
+        return base64.b64encode(files[name].read_bytes()).decode()
+
+    code, _, stderr = wan(capsys, str(image), "she dances", "-o", str(tmp_path / "o.mp4"), "--video",
+                          str(files["dance"]), "--pose-video", str(files["pose"]), "--face-video", str(files["face"]),
+                          "--mode", "replace", "--background-video", str(files["bg"]), "--mask-video",
+                          str(files["mask"]), "--no-relight")
+    assert code == 0, stderr
+    [sent] = sent_inputs(rp)
+    assert sent == {"image": base64.b64encode(image.read_bytes()).decode(), "prompt": "she dances",
+                    "video": enc("dance"), "pose_video": enc("pose"), "face_video": enc("face"), "mode": "replace",
+                    "background_video": enc("bg"), "mask_video": enc("mask"), "relight": False}
+    code, _, stderr = wan(capsys, str(image), "p", "--video", str(tmp_path / "nope.mp4"))
+    assert code == 2 and "video " in stderr and "nope.mp4" in stderr
+
+
+def test_the_summary_says_windows():
+    from wan_worker.client.results import _shape
+
+    out = {"width": 480, "height": 832, "length": 150, "fps": 16.0, "duration_s": 9.375, "windows": 3, "audio": True}
+    assert _shape(out) == "480x832, 150 frames at 16 fps = 9.375 s in 3 windows, with sound"

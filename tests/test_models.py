@@ -81,7 +81,7 @@ def test_all_ok(layout) -> None:
     assert all(f.state == "ok" and f.size == len(safetensors()) for f in report.files)
     report.raise_for_problems()
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 14 and data["missing"] == []
+    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 18 and data["missing"] == []
     assert all(s["complete"] for s in data["sets"].values()) and set(data["sets"]) == set(MODEL_SETS)
     assert data["searched"]["vae"] == [str(comfy / "models" / "vae"), str(volume / "vae")]
 
@@ -111,7 +111,7 @@ def test_all_missing_lists_every_file(layout) -> None:
     with pytest.raises(WorkerError) as info:
         check_volume(s).raise_for_problems()
     assert all(m.rel_path in info.value.message for m in MANIFEST)
-    assert info.value.message.startswith("14 model files are missing")
+    assert info.value.message.startswith("18 model files are missing")
 
 
 def truncated() -> bytes:
@@ -304,6 +304,7 @@ def test_comfyui_default_folders_and_their_order(tmp_path: Path) -> None:
         "text_encoders": [models_dir / "text_encoders", models_dir / "clip"],
         "vae": [models_dir / "vae"],
         "audio_encoders": [models_dir / "audio_encoders"],
+        "clip_vision": [models_dir / "clip_vision"],
     }
 
 
@@ -339,7 +340,8 @@ def test_unet_alias_finds_the_file(tmp_path: Path) -> None:
     (vol / "diffusion_models").rename(vol / "unet")
     (vol / "text_encoders").rename(vol / "clip")
     s = settings_for(tmp_path, f"vol:\n  base_path: {vol}\n  unet: unet\n  clip: clip\n"
-                               "  loras: loras\n  vae: vae\n  audio_encoders: audio_encoders\n")
+                               "  loras: loras\n  vae: vae\n  audio_encoders: audio_encoders\n"
+                               "  clip_vision: clip_vision\n")
     report = check_volume(s)
     assert report.ok and report.files[0].path == str(vol / "unet" / HIGH.name)
 
@@ -456,7 +458,7 @@ def test_cli_all_ok(layout, monkeypatch, capsys) -> None:
     assert models.main([]) == 0
     out = capsys.readouterr().out
     assert out.count("OK ") == len(MANIFEST) and str(volume / "vae" / VAE.name) in out
-    assert out.count("COMPLETE ") == len(MODEL_SETS) == 4 and "This volume can serve: image-to-video" in out
+    assert out.count("COMPLETE ") == len(MODEL_SETS) == 5 and "This volume can serve: image-to-video" in out
     assert "GB" in out and str(volume / "vae") in out and "present and complete" in out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.avgen import audio_file
-from tests.conftest import FIXTURES, png_b64
+from tests.conftest import FIXTURES, listing, png_b64, sent_graph
 from tests.fakecomfy.validate import validate_prompt
 from wan_worker.errors import INVALID_INPUT, WorkerError
 from wan_worker.graphs import S2V, VideoParams, chunk_frames, s2v_timing
@@ -153,30 +153,12 @@ def object_info():
     return json.loads((FIXTURES / "object_info.json").read_text())
 
 
-def scanned(info: dict, names: set[str]) -> dict:
-    """The fixture's schemas with the loaders listing `names` (as a ComfyUI with the S2V set would)."""
-    import copy
-
-    info = copy.deepcopy(info)
-    for cls, widget, folder in (("UNETLoader", "unet_name", "diffusion_models"),
-                                ("LoraLoaderModelOnly", "lora_name", "loras"),
-                                ("CLIPLoader", "clip_name", "text_encoders"), ("VAELoader", "vae_name", "vae"),
-                                ("AudioEncoderLoader", "audio_encoder_name", "audio_encoders")):
-        spec = info[cls]["input"]["required"][widget]
-        wanted = sorted(m.name for m in MODEL_SETS["s2v-14b"].files if m.folder == folder)
-        if spec[0] == "COMBO":
-            spec[1]["options"] = wanted
-        else:
-            spec[0] = wanted
-    return info
-
-
 @pytest.mark.parametrize("parts", [1, 2, 3, 5])
 def test_the_graph_for_n_chunks_is_valid_and_chained(wf, object_info, tmp_path, parts):
     (tmp_path / "wan_j.png").write_bytes(b"")
     (tmp_path / "wan_j_audio.wav").write_bytes(b"")
     g = wf.build(params(parts=parts))
-    ok, body = validate_prompt(g, scanned(object_info, MODEL_SETS["s2v-14b"].names), tmp_path)
+    ok, body = validate_prompt(g, listing(object_info, "s2v-14b"), tmp_path)
     assert ok, body
     r = wf.roles
     samplers = [n for n in g.values() if n["class_type"] == "KSampler"]
@@ -222,17 +204,8 @@ def test_progress_has_a_sampling_phase_per_chunk(wf):
 
 
 @pytest.fixture
-def fake(tmp_path, volume):
-    """The stand-in lists the files really on the test volume, as ComfyUI does."""
-    from tests.fakecomfy import FakeComfy
-
-    with FakeComfy(root_dir=tmp_path / "comfyui", extra_model_paths_config=tmp_path / "extra_model_paths.yaml",
-                   scan_models=True) as server:
-        yield server
-
-
-def sent_graph(fake) -> dict:
-    return [r.json for r in fake.requests if r.method == "POST" and r.path == "/prompt"][-1]["prompt"]
+def fake(scanning_fake):
+    return scanning_fake
 
 
 def job(job_id: str = "s2v-1", **fields: Any) -> dict[str, Any]:

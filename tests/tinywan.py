@@ -40,6 +40,11 @@ S2V_AUDIO_DIM, S2V_AUDIO_LAYERS, S2V_AUDIO_TOKENS, S2V_INJECTORS = 1024, 25, 4, 
 # wav2vec2 large, the config ComfyUI picks from encoder.layer_norm.bias's size (audio_encoders.py)
 W2V_DIM, W2V_LAYERS, W2V_FF, W2V_CONV, W2V_POS_KERNEL, W2V_POS_GROUPS = 1024, 24, 4096, 512, 128, 16
 
+# The Animate model: 5 DiT blocks (one face adapter block per 5), its motion encoder's fixed 512
+# features; CLIP vision ViT-H (clip_vision_config_h.json), whose features img_emb reads.
+ANIMATE_LAYERS, MOTION_DIM = 5, 512
+CLIP_H_DIM, CLIP_H_FF = 1280, 5120
+
 # UMT5-XXL, whose config ComfyUI fixes (comfy/text_encoders/umt5_config_xxl.json).
 T5_LAYERS, T5_DIM, T5_FF, T5_HEADS, T5_BUCKETS = 24, 4096, 10240, 64, 32
 TOKENIZER_TEXT = (
@@ -58,14 +63,14 @@ def _linear(name: str, out_f: int, in_f: int) -> Shapes:
     return {f"{name}.weight": (out_f, in_f), f"{name}.bias": (out_f,)}
 
 
-def dit_shapes(in_dim: int = I2V_IN_DIM, out_dim: int = OUT_DIM) -> Shapes:
+def dit_shapes(in_dim: int = I2V_IN_DIM, out_dim: int = OUT_DIM, layers: int = LAYERS) -> Shapes:
     """comfy.ldm.wan.model.WanModel without img_emb: what the Wan2.2 14B experts are (and, with
     in_dim = out_dim = 48, the TI2V 5B model: ComfyUI picks WAN22_T2V by out_dim 48)."""
     s: Shapes = {"patch_embedding.weight": (DIM, in_dim, 1, 2, 2), "patch_embedding.bias": (DIM,)}
     s |= _linear("text_embedding.0", DIM, TEXT_DIM) | _linear("text_embedding.2", DIM, DIM)
     s |= _linear("time_embedding.0", DIM, FREQ_DIM) | _linear("time_embedding.2", DIM, DIM)
     s |= _linear("time_projection.1", DIM * 6, DIM)
-    for i in range(LAYERS):
+    for i in range(layers):
         b = f"blocks.{i}"
         for attn in ("self_attn", "cross_attn"):
             for proj in "qkvo":
@@ -106,6 +111,73 @@ def s2v_shapes() -> Shapes:
     for name, k in (("proj", (1, 2, 2)), ("proj_2x", (2, 4, 4)), ("proj_4x", (4, 8, 8))):
         s |= {f"frame_packer.{name}.weight": (DIM, OUT_DIM, *k), f"frame_packer.{name}.bias": (DIM,)}
     return s
+
+
+def animate_shapes() -> Shapes:
+    """comfy.ldm.wan.model_animate.AnimateWanModel at tiny dim: the I2V-style DiT (in_dim 36) with
+    the CLIP-vision side of Wan 2.1 I2V (img_emb from ViT-H's 1280 features, k_img/v_img in every
+    cross attention), the pose patch embedding, one face adapter block per 5 DiT blocks
+    (`face_adapter.fuser_blocks.0.k_norm` is how ComfyUI detects Animate, so 5 blocks), the face
+    encoder (4 heads of 1024 over the 512 motion features) and the motion encoder, whose StyleGAN2
+    encoder of 512x512 face crops is built at fixed size whatever the DiT's dim."""
+    s = dit_shapes(I2V_IN_DIM, layers=ANIMATE_LAYERS)
+    for i in range(ANIMATE_LAYERS):
+        b = f"blocks.{i}.cross_attn"
+        s |= _linear(f"{b}.k_img", DIM, DIM) | _linear(f"{b}.v_img", DIM, DIM)
+        s[f"{b}.norm_k_img.weight"] = (DIM,)
+    s |= {"img_emb.proj.0.weight": (CLIP_H_DIM,), "img_emb.proj.0.bias": (CLIP_H_DIM,)}
+    s |= _linear("img_emb.proj.1", CLIP_H_DIM, CLIP_H_DIM) | _linear("img_emb.proj.3", DIM, CLIP_H_DIM)
+    s |= {"img_emb.proj.4.weight": (DIM,), "img_emb.proj.4.bias": (DIM,)}
+    s |= {"pose_patch_embedding.weight": (DIM, OUT_DIM, 1, 2, 2), "pose_patch_embedding.bias": (DIM,)}
+    for j in range(ANIMATE_LAYERS // 5):
+        f = f"face_adapter.fuser_blocks.{j}"
+        s |= _linear(f"{f}.linear1_kv", DIM * 2, DIM) | _linear(f"{f}.linear1_q", DIM, DIM)
+        s |= _linear(f"{f}.linear2", DIM, DIM)
+        s |= {f"{f}.q_norm.weight": (DIM // (DIM // 128),), f"{f}.k_norm.weight": (DIM // (DIM // 128),)}
+    enc = "face_encoder"
+    s |= {f"{enc}.conv1_local.conv.weight": (1024 * 4, MOTION_DIM, 3), f"{enc}.conv1_local.conv.bias": (1024 * 4,),
+          f"{enc}.conv2.conv.weight": (1024, 1024, 3), f"{enc}.conv2.conv.bias": (1024,),
+          f"{enc}.conv3.conv.weight": (1024, 1024, 3), f"{enc}.conv3.conv.bias": (1024,),
+          f"{enc}.padding_tokens": (1, 1, 1, DIM)}
+    s |= _linear(f"{enc}.out_proj", DIM, 1024)
+    app = "motion_encoder.enc.net_app.convs"
+    s |= {f"{app}.0.0.weight": (32, 3, 1, 1), f"{app}.0.1.bias": (1, 32, 1, 1)}
+    chans = (32, 64, 128, 256, 512, 512, 512, 512)
+    for n, (c_in, c_out) in enumerate(zip(chans, chans[1:]), start=1):
+        r = f"{app}.{n}"
+        s |= {f"{r}.conv1.0.weight": (c_in, c_in, 3, 3), f"{r}.conv1.1.bias": (1, c_in, 1, 1),
+              f"{r}.conv2.1.weight": (c_out, c_in, 3, 3), f"{r}.conv2.2.bias": (1, c_out, 1, 1),
+              f"{r}.skip.1.weight": (c_out, c_in, 1, 1)}
+    s[f"{app}.8.weight"] = (MOTION_DIM, 512, 4, 4)
+    for k in range(5):
+        s |= _linear(f"motion_encoder.enc.fc.{k}", MOTION_DIM if k < 4 else 20, MOTION_DIM)
+    s["motion_encoder.dec.direction.weight"] = (MOTION_DIM, 20)
+    return s
+
+
+def clip_vision_h_shapes() -> tuple[Shapes, Shapes]:
+    """CLIP ViT-H/14 as ComfyUI loads it (clip_vision_config_h.json, picked by
+    `vision_model.encoder.layers.30`): (the small tensors: embeddings, norms, biases, the projection;
+    the 32 layers' matrices, which a stand-in keeps at zero: each layer adds nothing, so the output
+    is the normalised patch embeddings, which still follow the image)."""
+    v = "vision_model"
+    small: Shapes = {f"{v}.embeddings.class_embedding": (CLIP_H_DIM,),
+                     f"{v}.embeddings.patch_embedding.weight": (CLIP_H_DIM, 3, 14, 14),
+                     f"{v}.embeddings.position_embedding.weight": (257, CLIP_H_DIM),
+                     f"{v}.pre_layrnorm.weight": (CLIP_H_DIM,), f"{v}.pre_layrnorm.bias": (CLIP_H_DIM,),
+                     f"{v}.post_layernorm.weight": (CLIP_H_DIM,), f"{v}.post_layernorm.bias": (CLIP_H_DIM,),
+                     "visual_projection.weight": (1024, CLIP_H_DIM)}
+    big: Shapes = {}
+    for i in range(32):
+        layer = f"{v}.encoder.layers.{i}"
+        for norm in ("layer_norm1", "layer_norm2"):
+            small |= {f"{layer}.{norm}.weight": (CLIP_H_DIM,), f"{layer}.{norm}.bias": (CLIP_H_DIM,)}
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            small[f"{layer}.self_attn.{proj}.bias"] = (CLIP_H_DIM,)
+            big[f"{layer}.self_attn.{proj}.weight"] = (CLIP_H_DIM, CLIP_H_DIM)
+        small |= {f"{layer}.mlp.fc1.bias": (CLIP_H_FF,), f"{layer}.mlp.fc2.bias": (CLIP_H_DIM,)}
+        big |= {f"{layer}.mlp.fc1.weight": (CLIP_H_FF, CLIP_H_DIM), f"{layer}.mlp.fc2.weight": (CLIP_H_DIM, CLIP_H_FF)}
+    return small, big
 
 
 def wav2vec2_shapes() -> tuple[Shapes, Shapes]:
@@ -273,7 +345,10 @@ def umt5_small_shapes() -> Shapes:
 # ------------------------------------------------------------------ values
 
 def _is_norm(name: str) -> bool:
-    return name.endswith((".gamma", "norm_q.weight", "norm_k.weight", "norm3.weight", "layer_norm.weight"))
+    return name.endswith((".gamma", "norm_q.weight", "norm_k.weight", "norm3.weight", "layer_norm.weight",
+                          "norm_k_img.weight", "q_norm.weight", "k_norm.weight", "layer_norm1.weight",
+                          "layer_norm2.weight", "pre_layrnorm.weight", "post_layernorm.weight",
+                          "img_emb.proj.0.weight", "img_emb.proj.4.weight"))
 
 
 def _is_zero(name: str) -> bool:
@@ -340,6 +415,28 @@ def _save_sparse(path: Path, tensors: dict[str, torch.Tensor], zeros: Shapes, ze
 def write_s2v(path: Path, seed: int) -> Path:
     """The S2V model at tiny DiT size with its fixed-size audio modules, all stored (~7 MB fp16)."""
     return _save(path, dict(_values(s2v_shapes(), seed, torch.float16)))
+
+
+def write_animate(path: Path, seed: int) -> Path:
+    """The Animate model at tiny DiT size with its fixed-size face and motion encoders (~78 MB fp16),
+    and the motion encoder's Blur kernels (buffers the real file holds too: StyleGAN2's [1, 3, 3, 1]
+    outer product, normalised)."""
+    return _save(path, {**dict(_values(animate_shapes(), seed, torch.float16)), **animate_kernels()})
+
+
+def animate_kernels() -> dict[str, torch.Tensor]:
+    """The motion encoder's Blur buffers (in its downsampling convs and skips)."""
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    kernel = (taps[None, :] * taps[:, None] / (taps.sum() ** 2)).to(torch.float16)
+    return {f"motion_encoder.enc.net_app.convs.{n}.{conv}.0.kernel": kernel.clone()
+            for n in range(1, 8) for conv in ("conv2", "skip")}
+
+
+def write_clip_vision_h(path: Path, seed: int) -> Path:
+    """CLIP vision H, every tensor stored (a missing one would be torch.empty garbage): the layers'
+    matrices as a sparse zero tail (~632 MB on paper, a few MB on disk), the rest random."""
+    small, big = clip_vision_h_shapes()
+    return _save_sparse(path, dict(_values(small, seed, torch.float16)), big)
 
 
 def write_audio_encoder(path: Path, seed: int) -> Path:
@@ -436,6 +533,10 @@ def write_file(models_dir: Path, folder: str, name: str, seed: int) -> Path:
         return write_s2v(path, own_seed)
     if folder == "audio_encoders":
         return write_audio_encoder(path, own_seed)
+    if folder == "clip_vision":
+        return write_clip_vision_h(path, own_seed)
+    if folder == "diffusion_models" and "Animate" in name:
+        return write_animate(path, own_seed)
     if folder == "diffusion_models" and "_ti2v_5B" in name:
         return write_expert(path, own_seed, in_dim=TI2V_DIM, out_dim=TI2V_DIM)
     if folder == "diffusion_models":

@@ -225,3 +225,42 @@ def pick_span(found: AVInput, start_s: float | None, duration_s: float | None, m
         where = duration_field if duration_s is not None else found.field
         raise invalid(where, f"covers only {used:.3f} s of {found.kind}; send at least {MIN_SPAN_S:g} s")
     return Span(start, used)
+
+
+def frames_at(found: AVInput, fps: float) -> int:
+    """How many frames `found` (a video) lasts at `fps`."""
+    return max(1, round(found.duration_s * fps))
+
+
+def resample_video(found: AVInput, fps: int, frames: int) -> bytes:
+    """`found`'s first `frames` frames at `fps`, as an MP4 (H.264): each output frame is the input
+    frame showing at its time. ComfyUI's core video nodes have no frame-rate converter (LoadVideo
+    gives a file's own frames), so the worker resamples before upload; frames are decoded and
+    encoded one at a time, so memory stays one frame's whatever the length."""
+    import av
+    from fractions import Fraction
+
+    assert found.video is not None
+    src_fps = found.video.fps
+    out = io.BytesIO()
+    with av.open(io.BytesIO(found.data), mode="r") as source, av.open(out, mode="w", format="mp4") as sink:
+        stream = sink.add_stream("libx264", rate=Fraction(fps))
+        stream.width = found.video.width // 2 * 2 or 2
+        stream.height = found.video.height // 2 * 2 or 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12", "preset": "veryfast"}
+        written, index = 0, 0
+        for frame in source.decode(video=0):
+            # output frame k shows the input frame on screen at k / fps
+            while written < frames and int(written * src_fps / fps + 1e-6) <= index:
+                image = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+                image.pts, image.time_base = written, Fraction(1, fps)
+                for packet in stream.encode(image):
+                    sink.mux(packet)
+                written += 1
+            index += 1
+            if written >= frames:
+                break
+        for packet in stream.encode(None):
+            sink.mux(packet)
+    return out.getvalue()

@@ -2,7 +2,7 @@
 defaults and sizes, the fields it cannot use, and how a job's values are written into it. Adding a
 graph means adding a graph file to workflows/ and a spec here; the handler does not change.
 
-Which graph a job runs (`spec_for`): model 14b with `audio` is sound-to-video (S2V), with `image`
+Which graph a job runs (`spec_for`): model 14b with `video` is Animate, with `audio` sound-to-video (S2V), with `image`
 I2V (with `end_image` first-last-frame), without `image` text-to-video; model 5b is one graph for
 both, its start image optional.
 """
@@ -43,6 +43,11 @@ class VideoParams:
     audio_name: str | None = None  # sound-to-video: the uploaded audio file
     audio_start_s: float = 0.0  # where in the file the part the video covers starts
     audio_s: float = 0.0  # how long that part lasts
+    # Animate: the uploaded control videos (pose, face; background and mask for replace), the driving
+    # video (None when it has no sound: only its sound is read from it), the mode, the relight LoRA
+    video_names: Mapping[str, str] = field(default_factory=dict)  # role -> uploaded file name
+    mode: str = "move"
+    relight: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,21 @@ WAN14B_S2V = VideoModel(
     fixed={"fps": "must be 16 for sound-to-video: the S2V model reads the sound's features at 16 video "
                   "frames a second, so another rate would put the motion out of step with the sound; "
                   "remove `fps`"},
+)
+# The official video_wan2_2_14B_animate template: KSampler euler/simple, 6 steps at cfg 1 with the
+# LightX2V I2V distill LoRA (fast), shift 8, 16 fps; 20 steps without the LoRA (quality). One model.
+# The length is not a job's: the driving video decides it (windows, see animate_timing).
+WAN14B_ANIMATE = VideoModel(
+    name="14b",
+    defaults={"steps": 6, "cfg": 1.0, "shift": 8.0, "fps": 16.0, "sampler": "euler", "scheduler": "simple"},
+    quality={"steps": 20},
+    size_step=16,
+    areas=WAN14B.areas,
+    sizes=WAN14B.sizes,
+    resolution="480p",
+    has_experts=False,
+    fixed={"fps": "must be 16 for Animate: the model makes 16 frames a second and the driving video is "
+                  "resampled to 16 fps; remove `fps`"},
 )
 VIDEO_MODELS = {m.name: m for m in (WAN14B, WAN5B)}
 
@@ -226,6 +246,37 @@ def apply_s2v(wf: Workflow, g: Graph, p: Any) -> None:
     wf.inputs(g, "Cut To Audio")["length"] = p.length
 
 
+def apply_animate(wf: Workflow, g: Graph, p: Any) -> None:
+    """Animate: the character image (also seen by CLIP vision H), the pose and face videos, for
+    replace the background video and the character mask (move mode removes those nodes and inputs:
+    WanAnimateToVideo's are optional), one sampler per window, the frames cut to the driving video's
+    length, its sound in the MP4 (removed when it has none)."""
+    apply_text_and_output(wf, g, p)
+    wf.inputs(g, "Character Image")["image"] = p.image_name
+    wf.inputs(g, "Shift")["shift"] = p.shift
+    wf.inputs(g, "LoRA")["strength_model"] = p.lora_strength
+    wf.inputs(g, "Relight LoRA")["strength_model"] = 1.0 if p.relight else 0.0
+    for role in ANIMATE_STEPS:
+        wf.inputs(g, role).update(width=p.width, height=p.height)
+    for role in ("Sampler", "Extend Sampler"):
+        wf.inputs(g, role).update(seed=p.seed, steps=p.steps, cfg=p.cfg, sampler_name=p.sampler,
+                                  scheduler=p.scheduler)
+    for role, name in p.video_names.items():
+        wf.inputs(g, role)["file"] = name
+    if p.mode == "move":
+        for role in ("Background Video", "Background Frames", "Mask Video", "Mask Frames", "Character Mask"):
+            del g[wf.roles[role]]
+        for role in ANIMATE_STEPS:
+            for key in ("background_video", "character_mask"):
+                del wf.inputs(g, role)[key]
+    if "Driving Video" not in p.video_names:
+        for role in ("Driving Video", "Driving Components"):
+            del g[wf.roles[role]]
+        del wf.inputs(g, "Create Video")["audio"]
+    wf.inputs(g, "Cut To Video")["length"] = p.length
+
+
+ANIMATE_STEPS = ("Animate", "Extend Animate")
 S2V_FPS = 16
 MAX_FRAMES = 4096  # ImageFromBatch's largest `length`
 
@@ -250,30 +301,60 @@ def s2v_timing(wf: Workflow, seconds: float) -> tuple[int, int]:
     return frames, 1 + math.ceil(max(0, frames - first) / more)
 
 
+ANIMATE_FPS = 16
+MAX_VIDEO_FRAMES = MAX_FRAMES
+
+
+def window_frames(wf: Workflow) -> tuple[int, int]:
+    """(frames of the first window, frames each further window adds). WanAnimateToVideo makes
+    `length` frames; an extend window starts with the last `continue_motion_max_frames` frames of
+    the one before (rounded to whole latent frames: 5 -> 2 latent frames -> 5 images) and drops
+    them after decoding (trim_image), so it adds length - 5 (77 -> 72)."""
+    first = int(wf.default("Animate", "length"))
+    motion = int(wf.default("Extend Animate", "continue_motion_max_frames"))
+    kept = max(0, ((motion - 1) // 4 + 1) * 4 - 3)
+    return first, int(wf.default("Extend Animate", "length")) - kept
+
+
+def animate_timing(wf: Workflow, seconds: float) -> tuple[int, int]:
+    """(frames, windows) for `seconds` of driving video: its frames at 16 fps, in the first window
+    and as many extend windows as the rest needs; the decoded frames are cut back to the frames."""
+    frames = max(1, round(seconds * ANIMATE_FPS))
+    if frames > MAX_VIDEO_FRAMES:
+        raise ValueError(f"{seconds:g} s of video is {frames} frames at {ANIMATE_FPS} fps, more than the "
+                         f"{MAX_VIDEO_FRAMES} one video can hold")
+    first, more = window_frames(wf)
+    return frames, 1 + math.ceil(max(0, frames - first) / more)
+
+
 NO_END_IMAGE_T2V = ("needs `image` too: first-last-frame starts from `image` and ends at `end_image`; "
                     "send both, or neither for text-to-video")
 ONE_MODEL = "is for the 14b model's two experts; the 5b model is one model and has no {what}: remove it"
 NO_AUDIO = "picks the part of `audio` a sound-to-video job covers; send `audio` too, or remove it"
 AUDIO_ONLY = {"audio_start_s": NO_AUDIO, "duration_s": NO_AUDIO}
+NO_VIDEO = ("is for Animate, which needs `video` (the driving video) and `image` (the character): send both, "
+            "or remove it")
+ANIMATE_FIELDS = ("mode", "pose_video", "face_video", "background_video", "mask_video", "relight")
+ANIMATE_ONLY = {name: NO_VIDEO for name in ANIMATE_FIELDS}
 
 I2V = GraphSpec(
     name="i2v", file="wan22_i2v.json",
     roles={**WAN22_ROLES, "Start Image": "LoadImage", "Image To Video": "WanImageToVideo"},
     phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_i2v,
-    model_set="i2v-14b", video_model=WAN14B, refuses=AUDIO_ONLY,
+    model_set="i2v-14b", video_model=WAN14B, refuses={**AUDIO_ONLY, **ANIMATE_ONLY},
 )
 FLF2V = GraphSpec(
     name="flf2v", file="wan22_flf2v.json",
     roles={**WAN22_ROLES, "Start Image": "LoadImage", "End Image": "LoadImage",
            "First Last Frame To Video": "WanFirstLastFrameToVideo"},
     phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_flf2v,
-    model_set="i2v-14b", video_model=WAN14B, refuses=AUDIO_ONLY,
+    model_set="i2v-14b", video_model=WAN14B, refuses={**AUDIO_ONLY, **ANIMATE_ONLY},
 )
 T2V = GraphSpec(
     name="t2v", file="wan22_t2v.json",
     roles={**WAN22_ROLES, "Empty Latent": "EmptyHunyuanLatentVideo"},
     phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_t2v,
-    model_set="t2v-14b", video_model=WAN14B, refuses={"end_image": NO_END_IMAGE_T2V, **AUDIO_ONLY},
+    model_set="t2v-14b", video_model=WAN14B, refuses={"end_image": NO_END_IMAGE_T2V, **AUDIO_ONLY, **ANIMATE_ONLY},
 )
 TI2V5B = GraphSpec(
     name="ti2v5b", file="wan22_ti2v_5b.json",
@@ -294,7 +375,9 @@ TI2V5B = GraphSpec(
                  "do not fit it): remove `loras` or send `\"model\": \"14b\"`",
         "audio": "is for sound-to-video, which runs on the 14b model (S2V); the 5b model has none: remove "
                  "`audio` or send `\"model\": \"14b\"`",
-        **AUDIO_ONLY,
+        "video": "is for Animate, which runs on the 14b model; the 5b model has none: remove `video` or send "
+                 "`\"model\": \"14b\"`",
+        **AUDIO_ONLY, **ANIMATE_ONLY,
     },
 )
 # Sound-to-video: the first chunk, then the "Video S2V Extend" block of the official template
@@ -324,16 +407,61 @@ S2V = GraphSpec(
         "switch_step": "is for the two experts of image- and text-to-video; the S2V model is one model: remove it",
         "loras": "are not supported for sound-to-video: LoRAs made for the I2V, T2V or 5B models do not fit "
                  "the S2V model; remove `loras`",
+        **ANIMATE_ONLY,
     },
 )
-GRAPHS: tuple[GraphSpec, ...] = (I2V, FLF2V, T2V, TI2V5B, S2V)
+# Animate: the official template's "Video Sampling and output" subgraph (first window) and one
+# "Video Extend" block (WanAnimateToVideo continuing from the frames before + KSampler +
+# TrimVideoLatent + VAEDecode + ImageFromBatch + ImageBatch), repeated per further window. The
+# pose, face, background and mask videos come in through core LoadVideo nodes.
+ANIMATE = GraphSpec(
+    name="animate", file="wan22_animate.json",
+    roles={"Model": "UNETLoader", "LoRA": "LoraLoaderModelOnly", "Relight LoRA": "LoraLoaderModelOnly",
+           "Shift": "ModelSamplingSD3", "Text Encoder": "CLIPLoader", "Positive Prompt": "CLIPTextEncode",
+           "Negative Prompt": "CLIPTextEncode", "VAE": "VAELoader", "CLIP Vision": "CLIPVisionLoader",
+           "Character Image": "LoadImage", "Character Vision": "CLIPVisionEncode",
+           "Driving Video": "LoadVideo", "Driving Components": "GetVideoComponents",
+           "Pose Video": "LoadVideo", "Pose Frames": "GetVideoComponents",
+           "Face Video": "LoadVideo", "Face Frames": "GetVideoComponents",
+           "Background Video": "LoadVideo", "Background Frames": "GetVideoComponents",
+           "Mask Video": "LoadVideo", "Mask Frames": "GetVideoComponents", "Character Mask": "ImageToMask",
+           "Animate": "WanAnimateToVideo", "Sampler": "KSampler", "Trim Latent": "TrimVideoLatent",
+           "Decode": "VAEDecode", "Images": "ImageFromBatch",
+           "Extend Animate": "WanAnimateToVideo", "Extend Sampler": "KSampler",
+           "Extend Trim Latent": "TrimVideoLatent", "Extend Decode": "VAEDecode",
+           "Extend New Images": "ImageFromBatch", "Extend Images": "ImageBatch",
+           "Cut To Video": "ImageFromBatch", "Create Video": "CreateVideo", "Save Video": "SaveVideo"},
+    # each window decodes its frames before the next one samples: decoding stays inside a window's
+    # "sampling" (the decoding band comes after sampling's and percent never goes back)
+    phases={"Sampler": "sampling", "Extend Sampler": "sampling", "Create Video": "encoding",
+            "Save Video": "encoding"},
+    model_inputs=(("Model", "unet_name"), ("LoRA", "lora_name"), ("Relight LoRA", "lora_name"),
+                  ("Text Encoder", "clip_name"), ("VAE", "vae_name"), ("CLIP Vision", "clip_name")),
+    lora_after={"high": "Relight LoRA"}, apply=apply_animate, model_set="animate-14b",
+    video_model=WAN14B_ANIMATE,
+    repeat=Repeat(block=("Extend Animate", "Extend Sampler", "Extend Trim Latent", "Extend Decode",
+                         "Extend New Images", "Extend Images"),
+                  feeds={"Images": "Extend Images", "Animate": "Extend Animate"}, unit="window"),
+    timing=animate_timing,
+    refuses={
+        "end_image": "is for first-last-frame; Animate starts from `image` (the character) alone: remove it",
+        "length": "follows the driving video in Animate (its frames at 16 fps): remove `length`",
+        "switch_step": "is for the two experts of image- and text-to-video; the Animate model is one model: "
+                       "remove it",
+        "audio": "is for sound-to-video; Animate carries the driving video's own sound: remove `audio`",
+        **AUDIO_ONLY,
+    },
+)
+GRAPHS: tuple[GraphSpec, ...] = (I2V, FLF2V, T2V, TI2V5B, S2V, ANIMATE)
 
 
 def spec_for(model: str = "14b", has_image: bool = True, has_end_image: bool = False,
-             has_audio: bool = False) -> GraphSpec:
+             has_audio: bool = False, has_video: bool = False) -> GraphSpec:
     """Which bundled graph a video job runs."""
     if model == WAN5B.name:
         return TI2V5B
+    if has_video:
+        return ANIMATE
     if has_audio:
         return S2V
     if not has_image:

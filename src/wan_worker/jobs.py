@@ -2,9 +2,11 @@
 and a dry run show. Everything that can be checked without the GPU is checked here: the model
 files the graph loads, the LoRAs (downloaded if given by URL), every input image or media file.
 
-Video jobs (I2V, first-last-frame, text-to-video, sound-to-video; model 14b or 5b) run the bundled
-graph of `VideoRequest.spec`; a graph with `timing` (S2V) takes its length and parts from the
-duration of its driving input (the sound), read here before anything is queued. Workflow mode
+Video jobs (I2V, first-last-frame, text-to-video, sound-to-video, Animate; model 14b or 5b) run the
+bundled graph of `VideoRequest.spec`; a graph with `timing` (S2V, Animate) takes its length and parts
+from the duration of its driving input (the sound, the driving video), read here before anything is
+queued. Animate's control videos (pose, face, background, mask) come from `control_videos`, the one
+place that decides where they come from. Workflow mode
 brings its own graph. Either way the handler runs the same pipeline on the plan.
 """
 from __future__ import annotations
@@ -15,14 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Protocol
 
 from . import loras as lora_files
-from .avmedia import AVInput, Span, load_av, pick_span
+from .avmedia import AVInput, Span, frames_at, load_av, pick_span, resample_video
 from .errors import INVALID_INPUT, WorkerError
-from .graphs import VideoParams
+from .graphs import ANIMATE_FPS, VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
 from .models import check_volume, sets_report
 from .progress import Progress
-from .request import Request, VideoRequest, WorkflowRequest, resolve_size
+from .request import Request, VideoRequest, WorkflowRequest, invalid, resolve_size
 from .settings import Settings
 from .workflow import Graph, Workflow
 
@@ -90,8 +92,9 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         start = load_image(req.image, settings) if req.image else None
         end = load_image(req.end_image, settings, field="end_image") if req.end_image else None
     sound = load_sound(req, settings, timings) if req.audio else None
-    loras = resolve_loras(req, settings, progress, timings)
-    params = video_params(job_id, req, start, end, sound, wf)
+    driving = load_driving(req, settings, timings) if req.video else None
+    loras = resolve_loras(req, settings, progress, timings, one_model="low" not in wf.spec.lora_after)
+    params = video_params(job_id, req, start, end, sound, wf, driving)
     log.info("%s (model %s) %dx%d, %d frames at %g fps in %d part(s), %d steps, seed %d, %d LoRA(s), prompt %r "
              "(%d chars)", wf.spec.name, req.model, params.width, params.height, params.length, params.fps,
              params.parts, params.steps, params.seed, len(loras), req.prompt[:40], len(req.prompt))
@@ -102,6 +105,8 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         uploads.append(Upload(params.end_image_name, end.data, end.mime_type))
     if sound is not None and params.audio_name:
         uploads.append(Upload(params.audio_name, sound.input.data, sound.input.mime_type))
+    if driving is not None:
+        uploads.extend(driving.uploads(params.video_names))
     nodes = [lo.node() for lo in loras]
 
     def build(names: list[str]) -> Graph:
@@ -112,29 +117,37 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         fields[f"{wf.spec.repeat.unit}s"] = params.parts
     if sound is not None:
         fields.update(audio=True, audio_start_s=round(params.audio_start_s, 3), audio_s=round(params.audio_s, 3))
+    if driving is not None:
+        fields.update(mode=params.mode, frames=params.length, audio=driving.video.audio is not None)
+        if params.mode == "replace":
+            fields["relight"] = params.relight
     if loras:
         fields["loras"] = [lo.to_dict() for lo in loras]
     checks = video_checks(start, end, params, volume.to_dict(), loras)
     if sound is not None:
         checks["audio"] = {**sound.input.check(), "start_s": round(params.audio_start_s, 3),
                            "used_s": round(params.audio_s, 3)}
+    if driving is not None:
+        checks.update(driving.checks())
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
     return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(params.parts), default_phase="loading_models",
                 checks=checks, fields=fields, last_frame=req.return_last_frame)
 
 
-def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress,
-                  timings: Timed) -> list[lora_files.ResolvedLora]:
-    """The job's LoRAs, found or downloaded (a dry run never downloads), progress while downloading."""
+def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress, timings: Timed,
+                  one_model: bool = False) -> list[lora_files.ResolvedLora]:
+    """The job's LoRAs, found or downloaded (a dry run never downloads), progress while downloading.
+    A one-model graph (Animate) takes each `name` entry once, on its one model ("high")."""
     if not req.loras:
         return []
+    choices = [c for c in lora_files.choices(req.loras) if not one_model or c.expert == "high"]
 
     def report(done: int, _total: int | None) -> None:
         progress.phase("downloading_loras", bytes=done)
 
     with timings.phase("loras"):
-        return lora_files.resolve(lora_files.choices(req.loras), settings, download=not req.dry_run,
+        return lora_files.resolve(choices, settings, download=not req.dry_run,
                                   progress=report)
 
 
@@ -155,10 +168,103 @@ def load_sound(req: VideoRequest, settings: Settings, timings: Timed) -> Sound:
                                       "MAX_AUDIO_S", "audio_start_s", "duration_s"))
 
 
+# Animate's control videos: job field -> the graph role that loads it
+CONTROLS = {"pose_video": "Pose Video", "face_video": "Face Video", "background_video": "Background Video",
+            "mask_video": "Mask Video"}
+WHAT = {"pose_video": "the pose skeletons drawn per frame", "face_video": "the driver's face, cropped per frame",
+        "background_video": "the video with the person removed", "mask_video": "the person's mask per frame"}
+
+
+def control_fields(mode: str) -> tuple[str, ...]:
+    """The control videos WanAnimateToVideo reads in `mode`."""
+    return ("pose_video", "face_video") + (("background_video", "mask_video") if mode == "replace" else ())
+
+
+@dataclass(frozen=True)
+class Driving:
+    """An Animate job's videos: the driving video (its length, its sound) and the control videos
+    the graph loads, each at 16 fps (resampled when it was not) and at least as long as the driver."""
+
+    video: AVInput
+    frames: int  # the driving video's frames at 16 fps: the result's length
+    controls: dict[str, tuple[AVInput, bytes]]  # field -> (what was sent, the bytes to upload)
+
+    def uploads(self, names: dict[str, str]) -> list[Upload]:
+        """In the order of `names` (graph role -> upload name), as VideoParams.video_names keeps it."""
+        by_role = {CONTROLS[f]: data for f, (_found, data) in self.controls.items()}
+        out = []
+        for role, name in names.items():
+            if role == "Driving Video":
+                out.append(Upload(name, self.video.data, self.video.mime_type))
+            else:
+                out.append(Upload(name, by_role[role], "video/mp4"))
+        return out
+
+    def checks(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"video": {**self.video.check(), "frames_at_16fps": self.frames}}
+        for f, (found, data) in self.controls.items():
+            out[f] = {**found.check(), "resampled": data is not found.data}
+        return out
+
+
+def require_controls(req: VideoRequest) -> tuple[str, ...]:
+    """The control fields the job's mode needs; a missing one is refused by name. Today the client
+    makes them (the official Wan2.2 Animate preprocessing); this is the seam where the worker will
+    make the missing ones from `video` instead."""
+    needed = control_fields(req.mode)
+    missing = [f for f in needed if getattr(req, f) is None]
+    if missing:
+        listed = ", ".join(f"`{f}` ({WHAT[f]})" for f in missing)
+        raise invalid(missing[0], f"is missing: {req.mode} mode needs {listed}, made from `video` by the "
+                                  "official Wan2.2 Animate preprocessing (see the README); send "
+                                  f"{'them' if len(missing) > 1 else 'it'}")
+    return needed
+
+
+def control_videos(req: VideoRequest, settings: Settings, frames: int) -> dict[str, tuple[AVInput, bytes]]:
+    """The pose, face (and for replace, background and mask) videos WanAnimateToVideo reads, each
+    checked to cover the driving video's `frames` and resampled to 16 fps when it is not."""
+    out = {}
+    for f in require_controls(req):
+        found = load_av(getattr(req, f), settings, f, "video")
+        have = frames_at(found, ANIMATE_FPS)
+        if have < frames:
+            raise invalid(f, f"lasts {found.duration_s:.2f} s ({have} frames at {ANIMATE_FPS} fps), shorter than "
+                             f"`video` ({frames} frames); make it from the same driving video")
+        assert found.video is not None
+        same = abs(found.video.fps - ANIMATE_FPS) < 0.01
+        out[f] = (found, found.data if same else resample_video(found, ANIMATE_FPS, frames))
+    return out
+
+
+def load_driving(req: VideoRequest, settings: Settings, timings: Timed) -> Driving:
+    """`video` read and measured (at most MAX_VIDEO_S), then its control videos."""
+    with timings.phase("video"):
+        require_controls(req)  # before reading megabytes
+        found = load_av(req.video, settings, "video", "video")
+        if found.duration_s > settings.max_video_s + 1e-6:
+            raise invalid("video", f"lasts {found.duration_s:.2f} s, more than this worker's limit of "
+                                   f"{settings.max_video_s:g} s (MAX_VIDEO_S); send a shorter clip")
+        frames = frames_at(found, ANIMATE_FPS)
+        return Driving(found, frames, control_videos(req, settings, frames))
+
+
 def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, end: PreparedImage | None,
-                 sound: Sound | None = None, wf: Workflow | None = None) -> VideoParams:
+                 sound: Sound | None = None, wf: Workflow | None = None,
+                 driving: Driving | None = None) -> VideoParams:
     width, height = resolve_size(req, *((start.width, start.height) if start else (None, None)))
     length, parts = req.length, 1
+    names: dict[str, str] = {}
+    if driving is not None and wf is not None and wf.spec.timing is not None:
+        try:
+            length, parts = wf.spec.timing(wf, driving.video.duration_s)
+        except ValueError as exc:
+            raise invalid("video", f"is too long for one video: {exc}") from None
+        if driving.video.audio is not None:
+            names["Driving Video"] = f"wan_{job_id}_video{driving.video.extension}"
+        names.update({CONTROLS[f]: f"wan_{job_id}_{f.removesuffix('_video')}.mp4"
+                      if data is not found.data else f"wan_{job_id}_{f.removesuffix('_video')}{found.extension}"
+                      for f, (found, data) in driving.controls.items()})
     if sound is not None and wf is not None and wf.spec.timing is not None:
         try:
             length, parts = wf.spec.timing(wf, sound.span.duration_s)
@@ -179,6 +285,8 @@ def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, en
         audio_name=f"wan_{job_id}_audio{sound.input.extension}" if sound is not None else None,
         audio_start_s=sound.span.start_s if sound is not None else 0.0,
         audio_s=sound.span.duration_s if sound is not None else 0.0,
+        video_names=names, mode=req.mode,
+        relight=req.mode == "replace" and req.relight is not False,
     )
 
 
@@ -186,9 +294,12 @@ UPLOADED = ("image_name", "end_image_name", "audio_name")  # the params naming u
 
 
 def _with_names(p: VideoParams, names: list[str]) -> VideoParams:
-    """The params with the names ComfyUI stored the uploads under (in the order of UPLOADED)."""
+    """The params with the names ComfyUI stored the uploads under (in the order of UPLOADED, then
+    Animate's videos in the order of `video_names`)."""
     present = [key for key in UPLOADED if getattr(p, key)]
-    return replace(p, **dict(zip(present, names)))
+    stored = dict(zip(present, names))
+    rest = names[len(present):]
+    return replace(p, **stored, video_names=dict(zip(p.video_names, rest)) if p.video_names else {})
 
 
 def video_fields(p: VideoParams, graph: str, model: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 WAN22_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 WAN21_REPO = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
+KIJAI_FP8_REPO = "Kijai/WanVideo_comfy_fp8_scaled"  # the Animate model, as the official template loads it
+KIJAI_REPO = "Kijai/WanVideo_comfy"  # the Animate template's two LoRAs
 
 GB = 1000**3
 
@@ -79,10 +81,23 @@ S2V_14B = _wan("diffusion_models", "wan2.2_s2v_14B_fp8_scaled.safetensors", int(
                "S2V 14B model (sound and image to video)")
 WAV2VEC2 = _wan("audio_encoders", "wav2vec2_large_english_fp16.safetensors", int(0.63 * GB),
                 "wav2vec2 large audio encoder (the S2V model's sound features)")
+# Animate: the official video_wan2_2_14B_animate template's files, from three repositories
+ANIMATE_14B = ModelFile("Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors", "diffusion_models", KIJAI_FP8_REPO,
+                        "Wan22Animate/Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors", int(18.4 * GB),
+                        "Animate 14B model (character image + pose and face videos to video)")
+LORA_I2V_DISTILL = ModelFile("lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", "loras", KIJAI_REPO,
+                             "Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+                             int(0.74 * GB), "LightX2V I2V step-distill LoRA (Animate's fast mode)")
+LORA_RELIGHT = ModelFile("WanAnimate_relight_lora_fp16.safetensors", "loras", KIJAI_REPO,
+                         "LoRAs/Wan22_relight/WanAnimate_relight_lora_fp16.safetensors", int(0.41 * GB),
+                         "Animate relight LoRA (replace mode lights the character like the scene)")
+CLIP_VISION_H = ModelFile("clip_vision_h.safetensors", "clip_vision", WAN21_REPO,
+                          "split_files/clip_vision/clip_vision_h.safetensors", int(1.26 * GB),
+                          "CLIP vision ViT-H (the Animate model's view of the character image)")
 
 MANIFEST: tuple[ModelFile, ...] = (HIGH_I2V, LOW_I2V, LORA_HIGH_I2V, LORA_LOW_I2V, TEXT_ENCODER, VAE21,
                                    HIGH_T2V, LOW_T2V, LORA_HIGH_T2V, LORA_LOW_T2V, TI2V_5B, VAE22,
-                                   S2V_14B, WAV2VEC2)
+                                   S2V_14B, WAV2VEC2, ANIMATE_14B, LORA_I2V_DISTILL, LORA_RELIGHT, CLIP_VISION_H)
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,8 @@ MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (
     # The official S2V template applies the T2V high-noise 4-step LoRA to the S2V model (fast mode).
     ModelSet("s2v-14b", "sound-to-video, model 14b (`audio` + `image`)",
              (S2V_14B, WAV2VEC2, TEXT_ENCODER, VAE21, LORA_HIGH_T2V)),
+    ModelSet("animate-14b", "Animate, model 14b (`video` + `image`)",
+             (ANIMATE_14B, LORA_I2V_DISTILL, LORA_RELIGHT, CLIP_VISION_H, TEXT_ENCODER, VAE21)),
 )}
 DEFAULT_SET = "i2v-14b"
 

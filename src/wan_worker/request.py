@@ -1,5 +1,5 @@
 """Job input -> a typed request: a video job (image-to-video, first-last-frame, text-to-video,
-sound-to-video; model 14b or 5b) or workflow mode (worker-comfyui compatible).
+sound-to-video, Animate; model 14b or 5b) or workflow mode (worker-comfyui compatible).
 
 Pydantic does the checking (strict types, unknown fields refused) and every failure becomes one
 INVALID_INPUT error that names the field. Values are never echoed back: an `image` field may hold
@@ -125,7 +125,8 @@ class LoraEntry(_Strict):
 
 class VideoRequest(_Common):
     """A video through a bundled Wan2.2 graph: `model` 14b (with `image` image-to-video, with
-    `end_image` too first-last-frame, with `audio` sound-to-video, without `image` text-to-video) or
+    `end_image` too first-last-frame, with `audio` sound-to-video, with `video` Animate, without
+    `image` text-to-video) or
     5b (`image` optional). Defaults come from the graph's model (graphs.VideoModel); fields the
     chosen graph cannot use are refused by name (GraphSpec.refuses), never ignored."""
 
@@ -135,6 +136,13 @@ class VideoRequest(_Common):
     audio: str | None = Field(default=None, min_length=1)
     audio_start_s: float | None = Field(default=None, ge=0)
     duration_s: float | None = Field(default=None, gt=0)
+    video: str | None = Field(default=None, min_length=1)
+    mode: Literal["move", "replace"] = "move"
+    pose_video: str | None = Field(default=None, min_length=1)
+    face_video: str | None = Field(default=None, min_length=1)
+    background_video: str | None = Field(default=None, min_length=1)
+    mask_video: str | None = Field(default=None, min_length=1)
+    relight: bool | None = None
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
@@ -194,7 +202,8 @@ class VideoRequest(_Common):
     @property
     def spec(self) -> GraphSpec:
         """The bundled graph this job runs."""
-        return spec_for(self.model, self.image is not None, self.end_image is not None, self.audio is not None)
+        return spec_for(self.model, self.image is not None, self.end_image is not None, self.audio is not None,
+                        self.video is not None)
 
     @property
     def video_model(self) -> VideoModel:
@@ -332,6 +341,8 @@ def _check_video(req: VideoRequest) -> None:
     if req.audio is not None and req.image is None:
         raise invalid("image", "is required for sound-to-video: the person or scene that moves to `audio` "
                                "(base64, a data URI or an https URL)")
+    if req.video is not None:
+        _check_animate(req)
     if "aspect_ratio" in sent and req.image is not None:
         raise invalid("aspect_ratio", "is for text-to-video (no `image`); with an image the video follows "
                                       "the image's aspect ratio: remove it, or set width/height")
@@ -345,6 +356,25 @@ def _check_video(req: VideoRequest) -> None:
                                 f"({value // vm.size_step * vm.size_step} is the nearest below)")
     if vm.has_experts and not 1 <= req.switch_step < req.steps:  # type: ignore[operator]
         raise invalid("switch_step", f"must be between 1 and steps-1 ({req.steps - 1})")  # type: ignore[operator]
+
+
+REPLACE_ONLY = ("background_video", "mask_video", "relight")
+
+
+def _check_animate(req: VideoRequest) -> None:
+    """Animate's own combinations: the character image, the replace-only inputs, one-model LoRAs."""
+    if req.image is None:
+        raise invalid("image", "is required for Animate: the character that moves as in `video` (base64, a "
+                               "data URI or an https URL)")
+    if req.mode == "move":
+        for name in REPLACE_ONLY:
+            if name in req.model_fields_set:
+                raise invalid(name, "is for `\"mode\": \"replace\"` (the character takes the person's place "
+                                    "in the video); move mode draws its own background: remove it, or send the mode")
+    for n, entry in enumerate(req.loras):
+        if entry.name is None:
+            raise invalid(f"loras[{n}]", "needs `name` (+ `strength`) for Animate: the Animate model is one "
+                                         "model, without the high- and low-noise experts `high`/`low` name")
 
 
 def _round(x: float, step: int) -> int:

@@ -38,6 +38,7 @@ class Settings:
     # limit is 100 MB.
     max_input_mb: float = 100.0
     max_audio_s: float = 60.0  # sound-to-video: the longest part of `audio` one job may cover
+    max_video_s: float = 30.0  # Animate: the longest driving `video` one job may follow
     # LoRAs given by URL: downloaded once into a folder ComfyUI's `loras` search path includes.
     lora_cache_dir: str = ""  # empty: <first existing loras folder>/wan-worker-cache
     max_lora_mb: float = 2048.0

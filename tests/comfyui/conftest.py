@@ -228,6 +228,24 @@ def real_env(real_comfy: RealComfy, monkeypatch: pytest.MonkeyPatch) -> Iterator
     handler_module.worker.cache_clear()
 
 
+def workflows_with(folder: Path, graph_file: str, titles: tuple[str, ...], **inputs: Any) -> Path:
+    """A copy of the bundled graphs in `folder` where the nodes titled `titles` in `graph_file` take
+    `inputs` (shorter chunks or windows for CPU-sized jobs); point WORKFLOWS_DIR at it."""
+    import json
+
+    from wan_worker.settings import bundled_workflows_dir
+
+    for path in bundled_workflows_dir().glob("*.json"):
+        shutil.copy(path, folder / path.name)
+    graph_path = folder / graph_file
+    graph = json.loads(graph_path.read_text())
+    for node in graph.values():
+        if node["_meta"]["title"] in titles:
+            node["inputs"].update(inputs)
+    graph_path.write_text(json.dumps(graph))
+    return folder
+
+
 def start_image(width: int = 128, height: int = 128) -> bytes:
     """A PNG with structure (gradient, shapes) so the VAE has something to encode."""
     from PIL import Image, ImageDraw

@@ -10,9 +10,6 @@ does not skip.
 from __future__ import annotations
 
 import base64
-import io
-import json
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,12 +17,11 @@ import pytest
 import requests
 
 from tests.avgen import audio_file
-from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy, start_image
-from tests.video import decode_result
+from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy, start_image, workflows_with
+from tests.video import audio_track_s, decode_result
 from wan_worker import handler as handler_module
 from wan_worker.graphs import S2V
 from wan_worker.handler import handler
-from wan_worker.settings import bundled_workflows_dir
 
 CHUNK_LENGTH = 13  # 4 latent frames: 16 frames a chunk
 IMAGE = base64.b64encode(start_image()).decode()
@@ -53,16 +49,8 @@ def test_the_audio_nodes_loaded(real_comfy: RealComfy):
 @pytest.fixture(scope="module")
 def short_chunks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled graphs, with the S2V graph's chunk length lowered for CPU-sized jobs."""
-    folder = tmp_path_factory.mktemp("workflows")
-    for path in bundled_workflows_dir().glob("*.json"):
-        shutil.copy(path, folder / path.name)
-    graph_path = folder / S2V.file
-    graph = json.loads(graph_path.read_text())
-    for node in graph.values():
-        if node["_meta"]["title"] in ("Sound To Video", "Extend"):
-            node["inputs"]["length"] = CHUNK_LENGTH
-    graph_path.write_text(json.dumps(graph))
-    return folder
+    return workflows_with(tmp_path_factory.mktemp("workflows"), S2V.file, ("Sound To Video", "Extend"),
+                          length=CHUNK_LENGTH)
 
 
 @pytest.fixture
@@ -78,16 +66,6 @@ def s2v_env(real_env: dict[str, str], short_chunks: Path, monkeypatch: pytest.Mo
 def s2v(job_id: str, audio: bytes, **fields: Any) -> dict[str, Any]:
     return {"id": job_id, "input": {"image": IMAGE, "audio": b64(audio), "prompt": PROMPT, "negative_prompt": NEGATIVE,
                                     "width": 128, "height": 128, "seed": 7, **fields}}
-
-
-def audio_track_s(result: dict[str, Any]) -> tuple[str, float]:
-    """(codec, seconds) of the MP4's sound, every sample decoded."""
-    import av
-
-    with av.open(io.BytesIO(base64.b64decode(result["video"]))) as container:
-        stream = container.streams.audio[0]
-        samples = sum(frame.samples for frame in container.decode(stream))
-        return stream.codec_context.name, samples / stream.codec_context.sample_rate
 
 
 def test_one_whole_chunk_follows_the_sound(s2v_env, real_comfy: RealComfy):

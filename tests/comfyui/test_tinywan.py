@@ -1,7 +1,8 @@
 """tests/tinywan against ComfyUI's own model code: the layouts we write by hand are exactly the
 state dicts of ComfyUI's WanModel (I2V and T2V experts, the TI2V 5B model), its WanModel_S2V, its
 Wan 2.1 VAE and its Wan 2.2 VAE (as sd.py configures each), its wav2vec2 large audio encoder (as
-audio_encoders.py configures it), and the files are deterministic from a seed."""
+audio_encoders.py configures it), its AnimateWanModel and its CLIP vision H (clip_vision_config_h.json),
+and the files are deterministic from a seed."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +19,8 @@ import comfy.cli_args
 comfy.cli_args.args.cpu = True  # no GPU here; ComfyUI's device probe must not look for one
 import comfy.ops
 from comfy.ldm.wan.model import WanModel, WanModel_S2V
+from comfy.ldm.wan.model_animate import AnimateWanModel
+from comfy.clip_model import CLIPVisionModelProjection
 from comfy.audio_encoders.wav2vec2 import Wav2Vec2Model
 from comfy.ldm.wan.vae import WanVAE
 from comfy.ldm.wan.vae2_2 import WanVAE as WanVAE22
@@ -39,9 +42,15 @@ with torch.device("meta"):
     s2v = WanModel_S2V(patch_size=(1, 2, 2), text_len=512, in_dim=tw.T2V_IN_DIM, dim=tw.DIM, ffn_dim=tw.FFN,
                        freq_dim=tw.FREQ_DIM, text_dim=tw.TEXT_DIM, out_dim=tw.OUT_DIM, num_heads=1,
                        num_layers=tw.LAYERS, operations=comfy.ops.disable_weight_init)
+    animate = AnimateWanModel(patch_size=(1, 2, 2), text_len=512, in_dim=tw.I2V_IN_DIM, dim=tw.DIM, ffn_dim=tw.FFN,
+                              freq_dim=tw.FREQ_DIM, text_dim=tw.TEXT_DIM, out_dim=tw.OUT_DIM, num_heads=1,
+                              num_layers=tw.ANIMATE_LAYERS, operations=comfy.ops.disable_weight_init)
+    clip_h = CLIPVisionModelProjection(json.load(open({clip_h!r})), None, None, comfy.ops.manual_cast)
     w2v = Wav2Vec2Model(embed_dim=1024, num_heads=16, num_layers=24, conv_norm=True, conv_bias=True,
                         do_normalize=True, do_stable_layer_norm=True, operations=comfy.ops.manual_cast)
 w2v_small, w2v_big = tw.wav2vec2_shapes()
+clip_small, clip_big = tw.clip_vision_h_shapes()
+kernels = {{k: list(v.shape) for k, v in tw.animate_kernels().items()}}
 config = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
               dropout=0.0)
 vae = WanVAE(dim=96, z_dim=16, **config)
@@ -55,6 +64,8 @@ pairs = {{
     "vae 2.2": (vae22, tw.vae22_shapes()),
     "s2v": (s2v, tw.s2v_shapes()),
     "wav2vec2 large": (w2v, {{**w2v_small, **w2v_big}}),
+    "animate": (animate, {{**tw.animate_shapes(), **kernels}}),
+    "clip vision h": (clip_h, {{**clip_small, **clip_big}}),
 }}
 print(json.dumps({{name: [shapes(m), {{k: list(v) for k, v in ours.items()}}] for name, (m, ours) in pairs.items()}}))
 """
@@ -62,7 +73,8 @@ print(json.dumps({{name: [shapes(m), {{k: list(v) for k, v in ours.items()}}] fo
 
 def test_layouts_are_comfyuis_own_state_dicts():
     src, python = require_comfyui()
-    code = COMPARE.format(src=str(src), repo=str(REPO), tinywan=str(REPO / "tests" / "tinywan.py"))
+    code = COMPARE.format(src=str(src), repo=str(REPO), tinywan=str(REPO / "tests" / "tinywan.py"),
+                          clip_h=str(src / "comfy" / "clip_vision_config_h.json"))
     proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -85,6 +97,6 @@ def test_files_are_deterministic_from_the_seed(tmp_path: Path):
         return digests(folder)
 
     first, again, other = make(tmp_path / "a", 1), make(tmp_path / "b", 1), make(tmp_path / "c", 2)
-    assert len(first) == 14 and first == again  # every file of every set
+    assert len(first) == 18 and first == again  # every file of every set
     # the text encoder holds no random weights (norms 1, biases 0, zeros): only it may repeat
     assert [k for k in first if first[k] == other[k]] == ["text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"]

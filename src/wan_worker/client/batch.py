@@ -7,7 +7,7 @@ body, with the worker's fields under `input` and the client's beside it:
 
 The envelope exists because `output` inside a job input already means the worker's delivery mode
 (base64/s3/auto); the file name belongs to the client, so it sits outside. Image paths are read
-relative to the jobs file (so are `audio` files); output paths relative to --out-dir.
+relative to the jobs file (so are `audio` and the Animate videos); output paths relative to --out-dir.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from .runner import Interrupted, WaitExpired, WaitOptions, run_job
 log = logging.getLogger("wan_worker.client")
 
 ENVELOPE_KEYS = {"input", "output", "last_frame", "name"}
-FILE_FIELDS = ("image", "end_image", "audio")  # a local path here is sent as base64
+# a local path here is sent as base64
+FILE_FIELDS = ("image", "end_image", "audio", "video", "pose_video", "face_video", "background_video", "mask_video")
 
 
 @dataclass

@@ -49,7 +49,11 @@ FIELDS = {
     "switch_step": "switch_step", "sampler": "sampler", "scheduler": "scheduler",
     "lora_strength": "lora_strength", "resolution": "resolution", "model": "model",
     "output_mode": "output", "timeout": "timeout_s", "audio_start": "audio_start_s", "duration": "duration_s",
+    "mode": "mode", "relight": "relight",
 }
+# option dest -> the job field it fills with a file (sent as base64) or a URL
+FILE_OPTIONS = {"video": "video", "pose_video": "pose_video", "face_video": "face_video",
+                "background_video": "background_video", "mask_video": "mask_video"}
 
 
 class UsageError(Exception):
@@ -93,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="audio: sound-to-video, IMAGE moves to this sound (WAV, MP3, FLAC, OGG, M4A; file or URL)")
     job.add_argument("--audio-start", type=float, metavar="SECONDS", help="audio_start_s: where in --audio to start")
     job.add_argument("--duration", type=float, metavar="SECONDS", help="duration_s: how much of --audio to cover")
+    job.add_argument("--video", metavar="FILE",
+                     help="video: Animate, IMAGE (the character) moves as the person in this video (MP4, WebM, "
+                          "MOV; file or URL); needs --pose-video and --face-video (and for replace "
+                          "--background-video, --mask-video)")
+    job.add_argument("--mode", help="move (default) or replace: the character takes the person's place in --video")
+    job.add_argument("--pose-video", metavar="FILE", help="pose_video: the pose skeletons of --video, per frame")
+    job.add_argument("--face-video", metavar="FILE", help="face_video: the face of --video, cropped per frame")
+    job.add_argument("--background-video", metavar="FILE", help="background_video: --video without the person")
+    job.add_argument("--mask-video", metavar="FILE", help="mask_video: the person's mask in --video, per frame")
+    job.add_argument("--relight", action=argparse.BooleanOptionalAction, default=None,
+                     help="relight: light the character like the scene (replace mode; on by default)")
     job.add_argument("--lora", action="append", default=[], metavar="NAME[:STRENGTH]",
                      help="loras[]: a LoRA file for both experts, or HIGH,LOW[:STRENGTH] for one per "
                           "expert; repeatable (the worker takes up to 4)")
@@ -198,6 +213,9 @@ def common_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["end_image"] = image_value(args.end_image)
     if args.audio:
         fields["audio"] = image_value(args.audio, what="audio")
+    for dest, name in FILE_OPTIONS.items():
+        if getattr(args, dest):
+            fields[name] = image_value(getattr(args, dest), what=name.replace("_", " "))
     if args.lora:
         fields["loras"] = [parse_lora(text) for text in args.lora]
     if args.quality:
