@@ -503,3 +503,19 @@ def test_prefetch_reads_the_complete_sets_and_logs_throughput(entrypoint, volume
     log = run.wait_log("[prefetch] done:")
     assert "[prefetch] set(s) i2v-14b,t2v-14b,ti2v-5b,s2v-14b: reading" in log, log
     assert "MB/s)" in log.split("[prefetch] done:", 1)[1].splitlines()[0]
+
+
+# --- warm-up --------------------------------------------------------------------------------------
+
+
+def test_warmup_runs_once_at_start_and_the_first_job_is_warm(entrypoint, volume: Path):
+    run = entrypoint(env={"WARMUP": "i2v"})
+    run.wait_api()
+    log = run.wait_log("warm-up i2v done")
+    body = run.runsync(i2v_input(seed=3))
+    assert body["status"] == "COMPLETED", body
+    out = body["output"]
+    assert out["warm"] is True and out["timings_ms"]["model_load"] > 0, out["timings_ms"]
+    log = run.log()
+    assert log.count("warm-up: running the smallest i2v job") == 1, log
+    assert files_under(run.comfy_dir / "output") == [] and files_under(run.comfy_dir / "input") == []
