@@ -322,6 +322,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--comfyui", action="store_true",
                         help="against the real ComfyUI with tiny models instead of the stand-in (bench/real.py; "
                              "COMFY_PYTHON, COMFYUI_DIR as for the real test tier; ~6 min, --quick ~4 min)")
+    parser.add_argument("--cold", action="store_true",
+                        help="the first job of a fresh worker on a slow FUSE volume: without prefetch, with "
+                             "prefetch, with warm-up (bench/cold.py; root, /dev/fuse, fuse3; ~10 min)")
+    parser.add_argument("--scenarios", default=",".join(("cold", "prefetch", "warm-up", "hot")),
+                        help="--cold: which scenarios, comma-separated (default cold,prefetch,warm-up,hot)")
     return parser.parse_args(argv)
 
 
@@ -339,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, tmp)
     if args.comfyui:
         return main_real(args, bench, tmp)
+    if args.cold:
+        return main_cold(args, bench, tmp)
     failed = False
     try:
         bench.setup()
@@ -423,6 +430,42 @@ def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     missed = [name for name, ok in checks if not ok]
     print()
     print(f"targets: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"results written to {args.json}")
+    return 1 if failed else 0
+
+
+def main_cold(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--cold`: the first job on a slow volume, without and with prefetch and warm-up (bench/cold.py)."""
+    from . import cold
+
+    failed = False
+    try:
+        cold.run(bench, tuple(s for s in args.scenarios.split(",") if s), log)
+    except (BenchError, KeyboardInterrupt) as exc:
+        failed = True
+        print(f"bench failed: {exc}", file=sys.stderr)
+    finally:
+        procs.stop_all()
+        bench.results["machine"]["loadavg_end"] = os.getloadavg()
+        bench.results["seconds"] = round(time.monotonic() - START, 1)
+        if args.keep or failed:
+            print(f"logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results = bench.results
+    m = results["machine"]
+    print()
+    print(f"wan-worker cold-start bench{', INCOMPLETE: it failed' if failed else ''}: {m['nproc']} CPUs ({m['cpu']}), "
+          f"{m['ram_gb']} GB RAM, Python {m['python']}; {results['seconds']:.0f} s; load average "
+          f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end")
+    print()
+    print(cold.table(results))
+    checks = cold.verdicts(results)
+    missed = [name for name, ok in checks if not ok]
+    print()
+    print(f"budgets: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
         print(f"results written to {args.json}")

@@ -121,7 +121,8 @@ def serve(root: str, mountpoint: str, latency_s: float, bandwidth: float) -> Lin
 
     link = Link(latency_s, bandwidth)
     fuse.FUSE(make_operations(os.path.realpath(root), link), mountpoint, foreground=True, nothreads=False,
-              ro=True, fsname="slowvol", default_permissions=True)
+              ro=True, fsname="slowvol", default_permissions=True,
+              kernel_cache=True)  # keep pages across opens, as a network filesystem's client cache does
     return link
 
 

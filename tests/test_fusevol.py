@@ -30,6 +30,9 @@ def test_mounts_serves_slowly_and_unmounts_cleanly(tmp_path: Path):
         assert (mnt / "models" / "w.safetensors").read_bytes() == data
         spent = time.monotonic() - t0
         assert spent >= 0.9 * len(data) / (20 * fusevol.MB), spent  # the bandwidth cap holds
+        t0 = time.monotonic()
+        assert (mnt / "models" / "w.safetensors").read_bytes() == data  # again: from the page cache
+        assert time.monotonic() - t0 < spent / 4
         with pytest.raises(OSError):
             (mnt / "models" / "new").write_bytes(b"x")  # read-only
         proc = vol.proc

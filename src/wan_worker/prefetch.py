@@ -201,7 +201,7 @@ class Prefetcher:
             except OSError as exc:
                 with self._lock:
                     self.stats.errors.append(f"{target.rel_path}: {exc.strerror or exc}")
-                n = length  # count it done: one bad file must not stall the rest
+                n = 0  # go on with the other pieces: one bad file must not stall the rest
             with self._lock:
                 self.stats.read += n
                 self._left[target.path] -= length
