@@ -325,6 +325,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold", action="store_true",
                         help="the first job of a fresh worker on a slow FUSE volume: without prefetch, with "
                              "prefetch, with warm-up (bench/cold.py; root, /dev/fuse, fuse3; ~10 min)")
+    parser.add_argument("--load-only", action="store_true", help="--cold: the loading job only, no I2V job")
     parser.add_argument("--scenarios", default=",".join(("cold", "prefetch", "warm-up", "hot")),
                         help="--cold: which scenarios, comma-separated (default cold,prefetch,warm-up,hot)")
     return parser.parse_args(argv)
@@ -442,7 +443,7 @@ def main_cold(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
 
     failed = False
     try:
-        cold.run(bench, tuple(s for s in args.scenarios.split(",") if s), log)
+        cold.run(bench, tuple(s for s in args.scenarios.split(",") if s), log, i2v=not args.load_only)
     except (BenchError, KeyboardInterrupt) as exc:
         failed = True
         print(f"bench failed: {exc}", file=sys.stderr)
