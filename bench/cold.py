@@ -14,6 +14,10 @@ frames, 2 steps):
   of demand: FlashBoot, active workers).
 * `hot`: the model files read into the page cache before the start: the CPU part of model loading.
 
+ComfyUI runs with --disable-mmap here: it then copies every tensor of a file as it loads it, so it
+reads every byte, the padding too, as it reads every byte of a real model when it moves the
+weights to the GPU. (With mmap and no GPU, tensors nobody uses, like the padding, are never read.)
+
 The first job is a loading job (workflow mode: the I2V graph's six loader nodes alone, see
 load_graph): its `execute` is the first job's model loading without the text encode and sampling,
 which on 2 shared CPU cores take minutes and would drown the reading. Then an I2V job (128x128, 5
@@ -156,7 +160,7 @@ class Cold:
         env.update({"COMFY_DIR": str(self.comfy_dir), "COMFY_PYTHON": str(self.python),
                     "WORKER_PYTHON": sys.executable, "COMFY_PORT": str(comfy_port),
                     "COMFY_PID_FILE": str(self.tmp / "comfyui.pid"), "EXTRA_MODEL_PATHS": str(self.yaml),
-                    "COMFY_ARGS": " ".join(COMFY_FLAGS[3:]), "COMFY_START_TIMEOUT_S": "300",
+                    "COMFY_ARGS": " ".join([*COMFY_FLAGS[3:], "--disable-mmap"]), "COMFY_START_TIMEOUT_S": "300",
                     "JOB_TIMEOUT_S": str(JOB_TIMEOUT_S), "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
                     "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO / "src")})
         if name == "prefetch":
@@ -283,16 +287,29 @@ def table(results: dict[str, Any]) -> str:
                      "copying the tensors), not reading")
     for name in SCENARIOS:
         if runs.get(name, {}).get("prefetch"):
-            lines.append(f"prefetch ({name}): {runs[name]['prefetch']}: {float(runs[name]['prefetch'].split(' in ')[1].split(' s')[0]) / floor:.2f}x floor")
+            lines.append(f"prefetch ({name}): {runs[name]['prefetch']}: "
+                         f"{prefetch_seconds(runs[name]['prefetch']) / floor:.2f}x floor")
         if runs.get(name, {}).get("warmup_done_s"):
             lines.append(f"warm-up done {runs[name]['warmup_done_s']} s after the container started")
     return "\n".join(lines)
 
 
+def prefetch_seconds(line: str) -> float:
+    """The seconds of a `done: 2.30 GB of 6 files in 6.2 s (371 MB/s)` line."""
+    return float(line.split(" in ", 1)[1].split(" s", 1)[0])
+
+
 def verdicts(results: dict[str, Any]) -> list[tuple[str, bool]]:
+    """Prefetch reads the set within 1.3x the floor, and the first job's model loading with it costs
+    at most 1.3x the floor more than with every file already cached (hot)."""
     cold = results.get("cold") or {}
     runs = {r["scenario"]: r for r in cold.get("runs", [])}
-    if "prefetch" not in runs:
-        return []
-    return [(f"prefetch: the first job's model loading <= {BUDGET}x floor",
-             runs["prefetch"]["load_s"] <= BUDGET * cold["volume"]["floor_s"])]
+    floor = cold.get("volume", {}).get("floor_s", 0)
+    out = []
+    if "prefetch" in runs and runs["prefetch"].get("prefetch"):
+        out.append((f"prefetch reads the set in <= {BUDGET}x floor",
+                    prefetch_seconds(runs["prefetch"]["prefetch"]) <= BUDGET * floor))
+    if "prefetch" in runs and "hot" in runs:
+        out.append((f"first job's model loading with prefetch - hot <= {BUDGET}x floor",
+                    runs["prefetch"]["load_s"] - runs["hot"]["load_s"] <= BUDGET * floor))
+    return out
