@@ -395,13 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
-    """`--comfyui`: the worker against a bare client on the real ComfyUI (bench/real.py)."""
-    from . import real
-
+def run_guarded(args: argparse.Namespace, bench: Bench, tmp: Path, run: Any) -> bool:
+    """Run `run()`; whatever happens, stop every child and record the end. True when it failed."""
     failed = False
     try:
-        real.run(bench, args.quick, args.jobs, log)
+        run()
     except (BenchError, KeyboardInterrupt) as exc:
         failed = True
         print(f"bench failed: {exc}", file=sys.stderr)
@@ -413,6 +411,24 @@ def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
             print(f"logs kept in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    return failed
+
+
+def print_checks(args: argparse.Namespace, results: dict[str, Any], checks: list[tuple[str, bool]],
+                 word: str) -> None:
+    missed = [name for name, ok in checks if not ok]
+    print()
+    print(f"{word}: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"results written to {args.json}")
+
+
+def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--comfyui`: the worker against a bare client on the real ComfyUI (bench/real.py)."""
+    from . import real
+
+    failed = run_guarded(args, bench, tmp, lambda: real.run(bench, args.quick, args.jobs, log))
     results = bench.results
     m = results["machine"]
     print()
@@ -427,13 +443,7 @@ def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     print()
     print("Median ms per handler phase (timings_ms; unaccounted = wall - phases), and the floor's transfer:")
     print(real.breakdown(results))
-    checks = real.verdicts(results)
-    missed = [name for name, ok in checks if not ok]
-    print()
-    print(f"targets: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"results written to {args.json}")
+    print_checks(args, results, real.verdicts(results), "targets")
     return 1 if failed else 0
 
 
@@ -441,20 +451,8 @@ def main_cold(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     """`--cold`: the first job on a slow volume, without and with prefetch and warm-up (bench/cold.py)."""
     from . import cold
 
-    failed = False
-    try:
-        cold.run(bench, tuple(s for s in args.scenarios.split(",") if s), log, i2v=not args.load_only)
-    except (BenchError, KeyboardInterrupt) as exc:
-        failed = True
-        print(f"bench failed: {exc}", file=sys.stderr)
-    finally:
-        procs.stop_all()
-        bench.results["machine"]["loadavg_end"] = os.getloadavg()
-        bench.results["seconds"] = round(time.monotonic() - START, 1)
-        if args.keep or failed:
-            print(f"logs kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    scenarios = tuple(s for s in args.scenarios.split(",") if s)
+    failed = run_guarded(args, bench, tmp, lambda: cold.run(bench, scenarios, log, i2v=not args.load_only))
     results = bench.results
     m = results["machine"]
     print()
@@ -463,13 +461,7 @@ def main_cold(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
           f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end")
     print()
     print(cold.table(results))
-    checks = cold.verdicts(results)
-    missed = [name for name, ok in checks if not ok]
-    print()
-    print(f"budgets: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"results written to {args.json}")
+    print_checks(args, results, cold.verdicts(results), "budgets")
     return 1 if failed else 0
 
 
