@@ -325,6 +325,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold", action="store_true",
                         help="the first job of a fresh worker on a slow FUSE volume: without prefetch, with "
                              "prefetch, with warm-up (bench/cold.py; root, /dev/fuse, fuse3; ~10 min)")
+    parser.add_argument("--configs", help="--comfyui: only these configurations, comma-separated labels "
+                                          "(e.g. '10 MB in + out')")
     parser.add_argument("--load-only", action="store_true", help="--cold: the loading job only, no I2V job")
     parser.add_argument("--scenarios", default=",".join(("cold", "prefetch", "warm-up", "hot")),
                         help="--cold: which scenarios, comma-separated (default cold,prefetch,warm-up,hot)")
@@ -428,7 +430,8 @@ def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     """`--comfyui`: the worker against a bare client on the real ComfyUI (bench/real.py)."""
     from . import real
 
-    failed = run_guarded(args, bench, tmp, lambda: real.run(bench, args.quick, args.jobs, log))
+    failed = run_guarded(args, bench, tmp, lambda: real.run(bench, args.quick, args.jobs, log, tuple(
+        c for c in (args.configs or "").split(",") if c)))
     results = bench.results
     m = results["machine"]
     print()
