@@ -58,6 +58,33 @@ def big_input(path: Path) -> Path:
     return path
 
 
+def video_graph() -> dict[str, Any]:
+    """LoadVideo -> SaveVideo (auto: the streams are copied, not re-encoded): a video in, the same out."""
+    return {"1": {"class_type": "LoadVideo", "inputs": {"file": "?"}},
+            "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "vid",
+                                                        "format": "auto", "codec": "auto"}}}
+
+
+def big_video(path: Path) -> Path:
+    """A ~10 MB H.264 MP4 of noise (lossless, so noise keeps its bytes), made with PyAV."""
+    import av
+    import numpy as np
+
+    path = path.with_suffix(".mp4")
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"qp": "0", "preset": "ultrafast"}
+        for _ in range(70):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 # (label, kind, graph or None for the bundled I2V graph, warm-up, measured jobs (full, quick), the
 # input image (None: the 128x128 start image))
 CONFIGS: list[tuple[str, str, Callable[[], dict[str, Any]] | None, int, tuple[int, int],
@@ -67,6 +94,7 @@ CONFIGS: list[tuple[str, str, Callable[[], dict[str, Any]] | None, int, tuple[in
     # 10 MB in and ~10 MB out: the worker's payload copies, decode and checks against a bare client
     # that decodes the same base64 input
     ("10 MB in + out", "workflow", instant_graph, 2, (12, 4), big_input),
+    ("10 MB MP4 in + out", "workflow", video_graph, 2, (12, 4), big_video),
     ("I2V 128x128x5", "i2v", None, 1, (4, 2), None),  # ~30 s a job on 2 busy cores; the warm-up pays the encode
 ]
 
@@ -139,7 +167,8 @@ def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: st
     cfg: dict[str, Any] = {"kind": kind, "image": str(image), "comfy_host": comfy.host,
                            "comfy_dir": str(comfy.comfy_dir), "prompt": PROMPT, "negative": NEGATIVE}
     if make_graph is not None:
-        cfg.update(graph=make_graph(), load_node="1")
+        cfg.update(graph=make_graph(), load_node="1", ext=image.suffix[1:],
+                   load_input="file" if image.suffix == ".mp4" else "image")
     tag = label.replace(" ", "")
     worker = procs.python_child(f"worker-{tag}", "bench.realsides", ["worker", json.dumps(cfg)], worker_env(comfy),
                                 bench.logs)
