@@ -38,7 +38,8 @@ dry-run: $(STAMP)
 
 # The worker's cost per job against the budgets of DESIGN.md (docs/performance.md); a benchmark,
 # not a test: CI does not run it. `make bench BENCH_ARGS=--quick` for a smoke run;
-# `make bench BENCH_ARGS=--comfyui` against the real ComfyUI with tiny models (COMFY_PYTHON, COMFYUI_DIR).
+# `make bench BENCH_ARGS=--comfyui` against the real ComfyUI with tiny models (COMFY_PYTHON, COMFYUI_DIR);
+# `make bench BENCH_ARGS=--cold` the first job on a slow FUSE volume (root, /dev/fuse, fuse3; the same).
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

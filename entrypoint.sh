@@ -17,9 +17,10 @@ log() { echo "[entrypoint] $*"; }
 
 step_pid=""
 comfy_pid=""
+prefetch_pid=""
 stop() {
   log "stopping"
-  for pid in "$step_pid" "$comfy_pid"; do
+  for pid in "$step_pid" "$comfy_pid" "$prefetch_pid"; do
     if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
   done
   exit 0
@@ -60,7 +61,19 @@ comfy_pid=$!
 echo "$comfy_pid" > "$COMFY_PID_FILE"
 log "ComfyUI starting (pid $comfy_pid) on $COMFY_HOST"
 
-# 3. The worker replaces this shell; the container's arguments pass through to the RunPod SDK.
+# 3. PREFETCH_MODELS (off, auto or model sets): read the sets' files into the page cache while
+#    ComfyUI boots and the first jobs run; in the background, so it never delays readiness. It
+#    stops on SIGTERM, sent by setpriv when the worker exits.
+case "${PREFETCH_MODELS:-}" in
+  "" | false | off | no | 0) ;;
+  *)
+    "${launcher[@]}" "$WORKER_PYTHON" -u -m wan_worker.prefetch &
+    prefetch_pid=$!
+    log "prefetching model set(s) ${PREFETCH_MODELS} in the background (pid $prefetch_pid)"
+    ;;
+esac
+
+# 4. The worker replaces this shell; the container's arguments pass through to the RunPod SDK.
 worker_args=("$@")
 if [[ "${SERVE_API_LOCALLY:-false}" == "true" ]]; then
   worker_args+=(--rp_serve_api --rp_api_host 0.0.0.0)

@@ -322,6 +322,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--comfyui", action="store_true",
                         help="against the real ComfyUI with tiny models instead of the stand-in (bench/real.py; "
                              "COMFY_PYTHON, COMFYUI_DIR as for the real test tier; ~6 min, --quick ~4 min)")
+    parser.add_argument("--cold", action="store_true",
+                        help="the first job of a fresh worker on a slow FUSE volume: without prefetch, with "
+                             "prefetch, with warm-up (bench/cold.py; root, /dev/fuse, fuse3; ~10 min)")
+    parser.add_argument("--configs", help="--comfyui: only these configurations, comma-separated labels "
+                                          "(e.g. '10 MB in + out')")
+    parser.add_argument("--load-only", action="store_true", help="--cold: the loading job only, no I2V job")
+    parser.add_argument("--scenarios", default=",".join(("cold", "prefetch", "warm-up", "hot")),
+                        help="--cold: which scenarios, comma-separated (default cold,prefetch,warm-up,hot)")
     return parser.parse_args(argv)
 
 
@@ -339,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, tmp)
     if args.comfyui:
         return main_real(args, bench, tmp)
+    if args.cold:
+        return main_cold(args, bench, tmp)
     failed = False
     try:
         bench.setup()
@@ -387,13 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
-    """`--comfyui`: the worker against a bare client on the real ComfyUI (bench/real.py)."""
-    from . import real
-
+def run_guarded(args: argparse.Namespace, bench: Bench, tmp: Path, run: Any) -> bool:
+    """Run `run()`; whatever happens, stop every child and record the end. True when it failed."""
     failed = False
     try:
-        real.run(bench, args.quick, args.jobs, log)
+        run()
     except (BenchError, KeyboardInterrupt) as exc:
         failed = True
         print(f"bench failed: {exc}", file=sys.stderr)
@@ -405,6 +413,25 @@ def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
             print(f"logs kept in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    return failed
+
+
+def print_checks(args: argparse.Namespace, results: dict[str, Any], checks: list[tuple[str, bool]],
+                 word: str) -> None:
+    missed = [name for name, ok in checks if not ok]
+    print()
+    print(f"{word}: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"results written to {args.json}")
+
+
+def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--comfyui`: the worker against a bare client on the real ComfyUI (bench/real.py)."""
+    from . import real
+
+    failed = run_guarded(args, bench, tmp, lambda: real.run(bench, args.quick, args.jobs, log, tuple(
+        c for c in (args.configs or "").split(",") if c)))
     results = bench.results
     m = results["machine"]
     print()
@@ -419,13 +446,25 @@ def main_real(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     print()
     print("Median ms per handler phase (timings_ms; unaccounted = wall - phases), and the floor's transfer:")
     print(real.breakdown(results))
-    checks = real.verdicts(results)
-    missed = [name for name, ok in checks if not ok]
+    print_checks(args, results, real.verdicts(results), "targets")
+    return 1 if failed else 0
+
+
+def main_cold(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--cold`: the first job on a slow volume, without and with prefetch and warm-up (bench/cold.py)."""
+    from . import cold
+
+    scenarios = tuple(s for s in args.scenarios.split(",") if s)
+    failed = run_guarded(args, bench, tmp, lambda: cold.run(bench, scenarios, log, i2v=not args.load_only))
+    results = bench.results
+    m = results["machine"]
     print()
-    print(f"targets: {len(checks) - len(missed)}/{len(checks)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"results written to {args.json}")
+    print(f"wan-worker cold-start bench{', INCOMPLETE: it failed' if failed else ''}: {m['nproc']} CPUs ({m['cpu']}), "
+          f"{m['ram_gb']} GB RAM, Python {m['python']}; {results['seconds']:.0f} s; load average "
+          f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end")
+    print()
+    print(cold.table(results))
+    print_checks(args, results, cold.verdicts(results), "budgets")
     return 1 if failed else 0
 
 

@@ -49,11 +49,53 @@ def noise_graph() -> dict[str, Any]:
             "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "noise"}}}
 
 
-# (label, kind, graph or None for the bundled I2V graph, warm-up, measured jobs (full, quick))
-CONFIGS: list[tuple[str, str, Callable[[], dict[str, Any]] | None, int, tuple[int, int]]] = [
-    ("instant", "workflow", instant_graph, 3, (20, 5)),
-    ("10 MB PNG", "workflow", noise_graph, 2, (12, 4)),
-    ("I2V 128x128x5", "i2v", None, 1, (4, 2)),  # ~30 s a job on 2 busy cores; the warm-up pays the encode
+def big_input(path: Path) -> Path:
+    """A ~10 MB PNG of noise (noise does not compress): a large media input, sent as base64."""
+    from PIL import Image
+
+    side = 1824  # 1824 x 1824 x 3 bytes = 9.98 MB raw; the PNG is a little more
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(path, "PNG", compress_level=1)
+    return path
+
+
+def video_graph() -> dict[str, Any]:
+    """LoadVideo -> SaveVideo (auto: the streams are copied, not re-encoded): a video in, the same out."""
+    return {"1": {"class_type": "LoadVideo", "inputs": {"file": "?"}},
+            "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "vid",
+                                                        "format": "auto", "codec": "auto"}}}
+
+
+def big_video(path: Path) -> Path:
+    """A ~10 MB H.264 MP4 of noise (lossless, so noise keeps its bytes), made with PyAV."""
+    import av
+    import numpy as np
+
+    path = path.with_suffix(".mp4")
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"qp": "0", "preset": "ultrafast"}
+        for _ in range(70):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+# (label, kind, graph or None for the bundled I2V graph, warm-up, measured jobs (full, quick), the
+# input image (None: the 128x128 start image))
+CONFIGS: list[tuple[str, str, Callable[[], dict[str, Any]] | None, int, tuple[int, int],
+                    Callable[[Path], Path] | None]] = [
+    ("instant", "workflow", instant_graph, 3, (20, 5), None),
+    ("10 MB PNG", "workflow", noise_graph, 2, (12, 4), None),
+    # 10 MB in and ~10 MB out: the worker's payload copies, decode and checks against a bare client
+    # that decodes the same base64 input
+    ("10 MB in + out", "workflow", instant_graph, 2, (12, 4), big_input),
+    ("10 MB MP4 in + out", "workflow", video_graph, 2, (12, 4), big_video),
+    ("I2V 128x128x5", "i2v", None, 1, (4, 2), None),  # ~30 s a job on 2 busy cores; the warm-up pays the encode
 ]
 
 
@@ -125,7 +167,8 @@ def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: st
     cfg: dict[str, Any] = {"kind": kind, "image": str(image), "comfy_host": comfy.host,
                            "comfy_dir": str(comfy.comfy_dir), "prompt": PROMPT, "negative": NEGATIVE}
     if make_graph is not None:
-        cfg.update(graph=make_graph(), load_node="1")
+        cfg.update(graph=make_graph(), load_node="1", ext=image.suffix[1:],
+                   load_input="file" if image.suffix == ".mp4" else "image")
     tag = label.replace(" ", "")
     worker = procs.python_child(f"worker-{tag}", "bench.realsides", ["worker", json.dumps(cfg)], worker_env(comfy),
                                 bench.logs)
@@ -157,7 +200,8 @@ def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: st
     return result
 
 
-def run(bench: Any, quick: bool, jobs_override: int | None, log: Callable[[str], None]) -> None:
+def run(bench: Any, quick: bool, jobs_override: int | None, log: Callable[[str], None],
+        labels: tuple[str, ...] = ()) -> None:
     """Start the real ComfyUI, run every configuration, stop it; results in bench.results['real']."""
     from tests.comfyui.conftest import start_image
 
@@ -171,12 +215,15 @@ def run(bench: Any, quick: bool, jobs_override: int | None, log: Callable[[str],
         started = time.monotonic()
         comfy.start()
         bench.results["comfyui_start_s"] = round(time.monotonic() - started, 1)
-        for label, kind, make_graph, warmup, (full, short) in CONFIGS:
+        for label, kind, make_graph, warmup, (full, short), make_input in CONFIGS:
+            if labels and label not in labels:
+                continue
             jobs = jobs_override or (short if quick else full)
             warm = 1 if quick else warmup
             log(f"{label}: {warm} warm-up + {jobs} measured jobs per side")
-            bench.results["real"].append(run_config(bench, comfy, image, label, kind, make_graph, warm, jobs,
-                                                    log))
+            config_image = make_input(bench.tmp / "input.png") if make_input else image
+            bench.results["real"].append(run_config(bench, comfy, config_image, label, kind, make_graph, warm,
+                                                    jobs, log))
     finally:
         comfy.stop()
 

@@ -57,8 +57,8 @@ class RealWorkerSide:
             return {"image": self.image, "prompt": cfg["prompt"], "negative_prompt": cfg["negative"],
                     "width": 128, "height": 128, "length": 5, "seed": SEED0 + n, "output": "base64"}
         graph = copy.deepcopy(cfg["graph"])
-        name = f"wbw_{n}.png"
-        graph[cfg["load_node"]]["inputs"]["image"] = name
+        name = f"wbw_{n}.{cfg.get('ext', 'png')}"
+        graph[cfg["load_node"]]["inputs"][cfg.get("load_input", "image")] = name
         return {"workflow": graph, "images": [{"name": name, "image": self.image}], "output": "base64"}
 
     def job(self, n: int) -> dict[str, Any]:
@@ -121,7 +121,7 @@ class RealFloorSide:
                 g[self.titles[title]]["inputs"]["noise_seed"] = SEED0 + n
             g[self.titles["Save Video"]]["inputs"]["filename_prefix"] = f"{folder}/floor"
             return g
-        g[self.cfg["load_node"]]["inputs"]["image"] = image_name
+        g[self.cfg["load_node"]]["inputs"][self.cfg.get("load_input", "image")] = image_name
         for node in g.values():
             prefix = node["inputs"].get("filename_prefix")
             if isinstance(prefix, str):
@@ -144,10 +144,12 @@ class RealFloorSide:
 
     def job(self, n: int) -> dict[str, Any]:
         prompt_id = str(uuid.uuid4())
-        name = f"wan_floor-{self.cfg['kind']}-{n}.png" if self.cfg["kind"] == "i2v" else f"wbf_{n}.png"
+        ext = self.cfg.get("ext", "png")
+        name = f"wan_floor-{self.cfg['kind']}-{n}.png" if self.cfg["kind"] == "i2v" else f"wbf_{n}.{ext}"
         t0 = time.perf_counter()
         image = base64.b64decode(self.image)
-        up = self.session.post(f"{self.base}/upload/image", files={"image": (name, image, "image/png")},
+        mime = "video/mp4" if ext == "mp4" else "image/png"
+        up = self.session.post(f"{self.base}/upload/image", files={"image": (name, image, mime)},
                                data={"overwrite": "true"}, timeout=30)
         up.raise_for_status()
         uploaded = up.json()["name"]

@@ -463,3 +463,59 @@ def test_sigterm_during_a_hanging_download_stops_at_once(entrypoint, empty_volum
         assert "[entrypoint] stopping" in run.log()
         wait_for("the download to exit", lambda: not _group_members(run.proc.pid), timeout=5)
         assert not run.pid_file.exists()  # ComfyUI was never started
+
+
+# --- prefetch -------------------------------------------------------------------------------------
+
+
+def test_prefetch_never_delays_readiness_and_stops_with_the_worker(entrypoint, volume: Path):
+    """PREFETCH_MODELS runs beside ComfyUI: frozen (SIGSTOP: a volume that never answers), the
+    worker still becomes ready and serves a job; when the worker gets SIGTERM, prefetch gets it
+    too (parent-death signal) and stops cleanly."""
+    from tests.test_prefetch import sparse_safetensors
+
+    big = next(m for m in MANIFEST if m.name.startswith("wan2.2_ti2v_5B"))
+    sparse_safetensors(volume / big.rel_path, 8 * 1024**3)  # seconds to read: time to freeze it mid-way
+    run = entrypoint(env={"PREFETCH_MODELS": "ti2v-5b", "PREFETCH_THREADS": "1"})
+    line = run.wait_log("in the background (pid ")
+    pid = int(line.split("in the background (pid ", 1)[1].split(")", 1)[0])
+    run.wait_log("[prefetch] set(s) ti2v-5b: reading 3 files")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert "[entrypoint] prefetching model set(s) ti2v-5b" in run.log()
+        run.wait_api()
+        run.wait_comfy()
+        body = run.runsync(workflow_input("video/pf"))
+        assert body["status"] == "COMPLETED", body
+        assert pid_alive(pid)  # still there, still frozen: the job did not wait for it
+    finally:
+        os.kill(run.proc.pid, signal.SIGTERM)
+        run.proc.wait(timeout=10)
+        os.kill(pid, signal.SIGCONT)
+    wait_for("prefetch to exit", lambda: not pid_alive(pid), timeout=10)
+    log = run.log()
+    assert "[prefetch] SIGTERM: stopping" in log and "[prefetch] stopped after" in log, log
+    wait_for("the whole process group to exit", lambda: not _group_members(run.proc.pid), timeout=15)
+
+
+def test_prefetch_reads_the_complete_sets_and_logs_throughput(entrypoint, volume: Path):
+    run = entrypoint(env={"PREFETCH_MODELS": "auto"})
+    log = run.wait_log("[prefetch] done:")
+    assert "[prefetch] set(s) i2v-14b,t2v-14b,ti2v-5b,s2v-14b: reading" in log, log
+    assert "MB/s)" in log.split("[prefetch] done:", 1)[1].splitlines()[0]
+
+
+# --- warm-up --------------------------------------------------------------------------------------
+
+
+def test_warmup_runs_once_at_start_and_the_first_job_is_warm(entrypoint, volume: Path):
+    run = entrypoint(env={"WARMUP": "i2v"})
+    run.wait_api()
+    log = run.wait_log("warm-up i2v done")
+    body = run.runsync(i2v_input(seed=3))
+    assert body["status"] == "COMPLETED", body
+    out = body["output"]
+    assert out["warm"] is True and out["timings_ms"]["model_load"] > 0, out["timings_ms"]
+    log = run.log()
+    assert log.count("warm-up: running the smallest i2v job") == 1, log
+    assert files_under(run.comfy_dir / "output") == [] and files_under(run.comfy_dir / "input") == []

@@ -44,6 +44,10 @@ def main() -> None:
     from .handler import handler
 
     logs.setup(level)
+    if settings is not None:
+        from . import warmup
+
+        warmup.start(settings)  # WARMUP: one tiny job on its own thread once ComfyUI answers
     runpod.serverless.start({"handler": handler})
 
 

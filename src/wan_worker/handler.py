@@ -31,6 +31,9 @@ REFRESH_AFTER = {COMFY_UNAVAILABLE, OUT_OF_MEMORY}
 # level, not wan-worker/<prompt id>/: each removed folder is an rmdir, ~3.5 ms on an ext4 disk
 # mounted with `discard` (measured; a file's unlink is 0.01 ms), paid on every job.
 OUTPUT_FOLDER = "wan-worker"
+# Bundled graphs that ran to the end on this ComfyUI (a job or the warm-up): their models are
+# loaded, so the next job of the same graph is `warm`.
+FINISHED_GRAPHS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,17 @@ class Job:
 
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
+    return handle(job, worker)
+
+
+def handle(job: dict[str, Any], get_worker: Callable[[], Worker]) -> dict[str, Any]:
+    """One job on the worker `get_worker` gives (the warm-up runs on a copy with its own ComfyUI
+    client, so its websocket never takes a job's events)."""
     j = Job(raw=job, id=safe_id(job.get("id")))
     logs.job_id.set(j.id)
     w: Worker | None = None
     try:
-        w = worker()
+        w = get_worker()
         with j.timings.phase("validate"):
             req = parse_input(job.get("input"), max_timeout_s=w.settings.job_timeout_s,
                               s3_configured=w.settings.s3_configured)
@@ -114,6 +123,8 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
     finally:
         if w is not None and j.queued:
             clean_up(w, j)
+    if result.get("error_code") in REFRESH_AFTER:
+        FINISHED_GRAPHS.clear()  # a ComfyUI that crashed or ran out of memory has lost its models
     if w is not None and (w.settings.refresh_worker or result.get("error_code") in REFRESH_AFTER):
         result["refresh_worker"] = True  # the SDK takes it out of the output and recycles the worker
     return result
@@ -130,10 +141,16 @@ def run(w: Worker, j: Job, req: Request) -> dict[str, Any]:
         progress.follow(plan.phases, plan.default_phase)
         progress.phase(plan.default_phase)
         names = upload(w, j, plan.uploads)
-        run_prompt(w, j, isolate_outputs(plan.build(names), j.output_folder), progress)
+        graph_name = plan.fields.get("graph")
+        warm = graph_name in FINISHED_GRAPHS
+        run_prompt(w, j, isolate_outputs(plan.build(names), j.output_folder), progress, plan)
+        if graph_name:
+            FINISHED_GRAPHS.add(graph_name)
         progress.phase("uploading")
         with j.timings.phase("deliver"), scratch_dir() as tmp:
             result = deliver(w, j, req, plan, tmp)
+    if graph_name:
+        result["warm"] = warm
     return {**result, **plan.fields, "prompt_id": j.run.prompt_id, "timings_ms": j.timings.done()}
 
 
@@ -167,9 +184,23 @@ def upload(w: Worker, j: Job, files: list[jobs.Upload]) -> list[str]:
     return names
 
 
-def run_prompt(w: Worker, j: Job, graph: dict[str, Any], progress: Progress) -> None:
+def run_prompt(w: Worker, j: Job, graph: dict[str, Any], progress: Progress, plan: jobs.Plan) -> None:
+    """Queue and follow the graph; `timings_ms.model_load` is from queueing to the first sampling
+    step (the first step of any node in workflow mode): what a cold ComfyUI spends loading models."""
     j.queued = True
-    w.comfy.run(j.run, graph, j.deadline, on_event=progress.on_event)
+    samplers = {node for node, phase in plan.phases.items()
+                if str(getattr(phase, "name", phase)).startswith("sampling")}
+    queued = time.perf_counter()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("type") == "progress" and "model_load" not in j.timings.ms:
+            node = str((event.get("data") or {}).get("node"))
+            if not samplers or node in samplers:
+                j.timings.ms["model_load"] = round((time.perf_counter() - queued) * 1000, 1)
+                log.info("model_load: %.1f ms", j.timings.ms["model_load"])
+        progress.on_event(event)
+
+    w.comfy.run(j.run, graph, j.deadline, on_event=on_event)
     j.timings.add_run(j.run)
 
 

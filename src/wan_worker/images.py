@@ -15,6 +15,7 @@ import logging
 import re
 import socket
 import struct
+import sys
 import time
 import warnings
 import dataclasses
@@ -171,6 +172,16 @@ def _max_text_len(max_bytes: int) -> int:
 def _decode_base64(text: str, policy: FetchPolicy) -> bytes:
     """Standard or urlsafe alphabet, whitespace anywhere, padding optional."""
     field = policy.field
+    if _STRICT_B64 and (len(text) * 3) // 4 <= policy.limit_bytes:
+        # The usual case, standard base64 in one piece, checked and decoded in one C pass (as fast
+        # as an unchecked decode; the general path below costs ~2x that on a 10 MB input).
+        try:
+            data = binascii.a2b_base64(text, strict_mode=True)
+        except binascii.Error:
+            pass
+        else:
+            if data:
+                return data
     compact = "".join(text.split()).rstrip("=")
     if (len(compact) * 3) // 4 > policy.limit_bytes:
         raise _too_large(field, policy.limit_bytes, policy.limit_name, policy.what)
@@ -185,6 +196,9 @@ def _decode_base64(text: str, policy: FetchPolicy) -> bytes:
     if not data:
         raise _not_a_reference(field, "it decodes to no bytes", policy.what)
     return data
+
+
+_STRICT_B64 = sys.version_info >= (3, 11)  # binascii.a2b_base64(strict_mode=...)
 
 
 def _decode_data_uri(text: str, policy: FetchPolicy, data_types: tuple[str, ...]) -> bytes:

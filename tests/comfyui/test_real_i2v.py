@@ -44,6 +44,15 @@ def test_i2v_makes_the_requested_video(real_env, real_comfy: RealComfy):
     assert real_comfy.files() == files_before  # ComfyUI's folders are left as they were
 
 
+def test_model_load_is_measured_up_to_the_first_sampling_step(real_env, real_comfy: RealComfy):
+    """A seed no other test uses, so ComfyUI samples anew and reports steps: `model_load` is the
+    time from queueing to the first of them, inside `execute`; `warm` says whether the graph had run."""
+    result = handler(i2v("real-model-load", seed=424242))
+    timings = result["timings_ms"]
+    assert 0 < timings["model_load"] < timings["execute"], timings
+    assert isinstance(result["warm"], bool)
+
+
 def test_comfyui_loads_the_tiny_models_like_the_real_ones(real_env, real_comfy: RealComfy):
     """No key of ours is missing or unused: every LoRA key found its layer, the experts and the VAE
     are complete; the text encoder misses only the large matrices tinywan leaves out on purpose."""
