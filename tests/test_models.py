@@ -20,7 +20,7 @@ from wan_worker.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 VAE = next(m for m in MANIFEST if m.folder == "vae")
 HIGH = MANIFEST[0]
-FOLDERS = ("diffusion_models", "loras", "text_encoders", "vae")
+FOLDERS = ("diffusion_models", "loras", "text_encoders", "vae", "detection")
 
 
 def safetensors(payload: bytes = b"\x01\x00\x00\x00\x02\x00\x00\x00") -> bytes:
@@ -30,9 +30,15 @@ def safetensors(payload: bytes = b"\x01\x00\x00\x00\x02\x00\x00\x00") -> bytes:
     return struct.pack("<Q", len(raw)) + raw + payload
 
 
+def onnx_bytes() -> bytes:
+    """The start of a protobuf ModelProto (field 1, ir_version 8), as the ONNX check reads it."""
+    return b"\x08\x08" + b"\x12\x08tinyonnx" + b"\0" * 64
+
+
 def write(path: Path, data: bytes | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(safetensors() if data is None else data)
+    default = onnx_bytes() if path.suffix == ".onnx" else safetensors()
+    path.write_bytes(default if data is None else data)
     return path
 
 
@@ -78,10 +84,11 @@ def test_all_ok(layout) -> None:
     report = check_volume(s)
     assert report.ok and not report.missing and not report.damaged
     assert [f.path for f in report.files] == [str(volume / m.folder / m.name) for m in MANIFEST]
-    assert all(f.state == "ok" and f.size == len(safetensors()) for f in report.files)
+    assert all(f.state == "ok" and f.size == len(onnx_bytes() if f.model.name.endswith(".onnx") else safetensors())
+               for f in report.files)
     report.raise_for_problems()
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 12 and data["missing"] == []
+    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 14 and data["missing"] == []
     assert all(s["complete"] for s in data["sets"].values()) and set(data["sets"]) == set(MODEL_SETS)
     assert data["searched"]["vae"] == [str(comfy / "models" / "vae"), str(volume / "vae")]
 
@@ -111,7 +118,7 @@ def test_all_missing_lists_every_file(layout) -> None:
     with pytest.raises(WorkerError) as info:
         check_volume(s).raise_for_problems()
     assert all(m.rel_path in info.value.message for m in MANIFEST)
-    assert info.value.message.startswith("12 model files are missing")
+    assert info.value.message.startswith("14 model files are missing")
 
 
 def truncated() -> bytes:
@@ -235,7 +242,7 @@ def test_cache_skips_header_reads_until_the_file_changes(layout, monkeypatch) ->
     s, _, volume, _ = layout
     fill(volume)
     calls = counting(monkeypatch)
-    n = len(MANIFEST)
+    n = sum(m.name.endswith(".safetensors") for m in MANIFEST)  # the ONNX files have a check of their own
     assert check_volume(s).ok and len(calls) == n
     assert check_volume(s).ok and len(calls) == n  # warm: stats only
 
@@ -303,6 +310,7 @@ def test_comfyui_default_folders_and_their_order(tmp_path: Path) -> None:
         "loras": [models_dir / "loras"],
         "text_encoders": [models_dir / "text_encoders", models_dir / "clip"],
         "vae": [models_dir / "vae"],
+        "detection": [models_dir / "detection"],
     }
 
 
@@ -338,7 +346,7 @@ def test_unet_alias_finds_the_file(tmp_path: Path) -> None:
     (vol / "diffusion_models").rename(vol / "unet")
     (vol / "text_encoders").rename(vol / "clip")
     s = settings_for(tmp_path, f"vol:\n  base_path: {vol}\n  unet: unet\n  clip: clip\n"
-                               "  loras: loras\n  vae: vae\n")
+                               "  loras: loras\n  vae: vae\n  detection: detection\n")
     report = check_volume(s)
     assert report.ok and report.files[0].path == str(vol / "unet" / HIGH.name)
 
@@ -455,7 +463,7 @@ def test_cli_all_ok(layout, monkeypatch, capsys) -> None:
     assert models.main([]) == 0
     out = capsys.readouterr().out
     assert out.count("OK ") == len(MANIFEST) and str(volume / "vae" / VAE.name) in out
-    assert out.count("COMPLETE ") == 3 and "This volume can serve: image-to-video" in out
+    assert out.count("COMPLETE ") == len(MODEL_SETS) and "This volume can serve: image-to-video" in out
     assert "GB" in out and str(volume / "vae") in out and "present and complete" in out
 
 

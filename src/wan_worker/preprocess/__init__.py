@@ -21,10 +21,10 @@ from .face import face_frames
 from .geometry import Fit
 from .mask import person_mask
 from .pose import Pose
-from .sessions import PoseModels, default_providers, open_session
+from .sessions import PoseModels, default_providers, open_session, volume_models
 from .video import FPS, encode_mp4
 
-__all__ = ["PoseModels", "Preprocessed", "encode_mp4", "preprocess", "default_providers"]
+__all__ = ["PoseModels", "Preprocessed", "default_providers", "encode_mp4", "preprocess", "volume_models"]
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,13 @@ class PoseModels:
     pose: Path
 
 
+def volume_models(settings: Any) -> PoseModels:
+    """The two files where the volume check finds them (MODELS_MISSING / MODEL_DAMAGED otherwise)."""
+    from ..models import PERSON_DETECTOR, POSE_ESTIMATOR, find_file  # noqa: PLC0415
+
+    return PoseModels(find_file(settings, PERSON_DETECTOR), find_file(settings, POSE_ESTIMATOR))
+
+
 def default_providers() -> list[str]:
     """CUDA first when this onnxruntime build has it (onnxruntime-gpu in the image), then the CPU."""
     import onnxruntime as ort  # noqa: PLC0415 - heavy import, only for preprocessing
