@@ -46,15 +46,17 @@ def open_session(path: Path, providers: Sequence[str] | None = None) -> Any:
     import onnxruntime as ort  # noqa: PLC0415
 
     path = Path(path)
+    providers = list(providers or default_providers())
     if not path.is_file():
         raise WorkerError(MODELS_MISSING, f"The preprocessing model {path.name} is not on the volume; "
                                           "run scripts/download_models.sh --set animate-14b.",
                           {"missing": [path.name]})
+    if GPU_PROVIDER in (providers or ()) and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # the CUDA/cuDNN libraries from the pip packages (onnxruntime-gpu[cuda,cudnn])
     options = ort.SessionOptions()
     options.log_severity_level = 3  # no per-node warnings in the worker's log
     try:
-        session = ort.InferenceSession(str(path), sess_options=options,
-                                       providers=list(providers or default_providers()))
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise WorkerError(MODEL_DAMAGED, f"The preprocessing model {path.name} could not be loaded; delete "
                                          "it and download it again with scripts/download_models.sh.",
