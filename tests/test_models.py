@@ -510,3 +510,31 @@ def test_cli_as_module(layout) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ok"] is True
+
+
+def test_onnx_files_have_a_check_of_their_own(tmp_path: Path) -> None:
+    good = write(tmp_path / "yolox_l.onnx")
+    assert models.onnx_problem(str(good), good.stat().st_size) is None
+    assert models.file_problem(str(good), good.stat().st_size) is None
+    html = write(tmp_path / "dw.onnx", b"<html>" + b" " * 100)
+    assert "not an ONNX file" in models.file_problem(str(html), html.stat().st_size)
+    tiny = write(tmp_path / "t.onnx", b"\x08\x08")
+    assert "too small" in models.file_problem(str(tiny), 2)
+    # a download's temporary name: the model's own name decides the check
+    part = write(tmp_path / ".yolox_l.onnx.part", onnx_bytes())
+    assert models.file_problem(str(part), part.stat().st_size, "yolox_l.onnx") is None
+
+
+def test_preprocessing_files_are_found_for_the_worker(layout) -> None:
+    from wan_worker.preprocess import volume_models
+
+    s, _, volume, _ = layout
+    with pytest.raises(WorkerError) as err:
+        volume_models(s)
+    assert err.value.code == "MODELS_MISSING" and err.value.details["set"] == "animate-14b"
+    assert "detection/yolox_l.onnx" in err.value.message
+    fill(volume)
+    found = volume_models(s)
+    assert found.detector == volume / "detection" / "yolox_l.onnx"
+    assert found.pose == volume / "detection" / "dw-ll_ucoco_384.onnx"
+    assert MODEL_SETS["animate-14b"].names == {"yolox_l.onnx", "dw-ll_ucoco_384.onnx"}

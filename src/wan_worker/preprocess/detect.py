@@ -17,6 +17,7 @@ STRIDES = (8, 16, 32)
 PAD_VALUE = 114
 SCORE_MIN = 0.3  # objectness x person score: what DWPose keeps
 NMS_IOU = 0.45
+MAX_CANDIDATES = 300  # best-scoring boxes kept for NMS: bounds the work on a crowded (or odd) frame
 
 
 def prepare(frame: np.ndarray) -> tuple[np.ndarray, float]:
@@ -58,17 +59,27 @@ def decode(raw: np.ndarray, ratio: float, score_min: float = SCORE_MIN) -> np.nd
         return np.zeros((0, 5), np.float32)
     boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)[keep] / ratio
     scores = scores[keep]
+    if len(scores) > MAX_CANDIDATES:
+        top = np.argsort(-scores)[:MAX_CANDIDATES]
+        boxes, scores = boxes[top], scores[top]
     chosen = nms(boxes, scores)
     return np.concatenate([boxes[chosen], scores[chosen, None]], 1)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_max: float = NMS_IOU) -> list[int]:
-    order = list(np.argsort(-scores))
+    """Indices of the boxes kept, best first: each drops the later ones it overlaps more than iou_max."""
+    order = np.argsort(-scores)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     kept: list[int] = []
-    while order:
-        best = order.pop(0)
+    while order.size:
+        best, rest = order[0], order[1:]
         kept.append(int(best))
-        order = [i for i in order if iou(boxes[best], boxes[i]) <= iou_max]
+        ix = np.clip(np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0]), 0, None)
+        iy = np.clip(np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1]), 0, None)
+        inter = ix * iy
+        union = areas[best] + areas[rest] - inter
+        overlap = np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
+        order = rest[overlap <= iou_max]
     return kept
 
 
