@@ -60,7 +60,7 @@ def png_b64(width: int = 96, height: int = 54, color=(200, 80, 40), fmt: str = "
 
 
 def model_paths_yaml(path: Path, root: Path) -> Path:
-    """An extra_model_paths.yaml with one layout: `root/<folder>` for the four model folders."""
+    """An extra_model_paths.yaml with one layout: `root/<folder>` for the model folders."""
     path.write_text(
         "test_volume:\n"
         f"  base_path: {root}\n"
@@ -69,6 +69,7 @@ def model_paths_yaml(path: Path, root: Path) -> Path:
         "  loras: loras\n"
         "  text_encoders: text_encoders\n"
         "  vae: vae\n"
+        "  detection: detection\n"
     )
     return path
 
@@ -84,7 +85,11 @@ def volume(tmp_path: Path) -> Path:
     """A models folder holding all six files, and the extra_model_paths.yaml that points at it."""
     root = tmp_path / "volume" / "models"
     for m in MANIFEST:
-        write_safetensors(root / m.folder / m.name)
+        if m.name.endswith(".onnx"):  # the preprocessing models: the start of an ONNX ModelProto
+            (root / m.folder).mkdir(parents=True, exist_ok=True)
+            (root / m.folder / m.name).write_bytes(b"\x08\x08" + b"\0" * 64)
+        else:
+            write_safetensors(root / m.folder / m.name)
     model_paths_yaml(tmp_path / "extra_model_paths.yaml", root)
     return root
 
