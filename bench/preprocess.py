@@ -24,7 +24,7 @@ import numpy as np
 
 
 def _conv(name: str, cin: int, cout: int, k: int, stride: int, rng: np.random.Generator,
-          inits: list[Any], nodes: list[Any], src: str, relu: bool = True) -> tuple[str, int]:
+          inits: list[Any], nodes: list[Any], src: str, relu: bool = True) -> str:
     from onnx import helper, numpy_helper
 
     w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (cin * k * k))).astype(np.float32)
@@ -35,7 +35,23 @@ def _conv(name: str, cin: int, cout: int, k: int, stride: int, rng: np.random.Ge
     if relu:
         nodes.append(helper.make_node("Relu", [out], [f"{name}_r"]))
         out = f"{name}_r"
-    return out, 0
+    return out
+
+
+def conv_stack(src: str, stem: tuple[tuple[int, int, int, int], ...], body: tuple[int, int, int, int],
+               head: int, rng: np.random.Generator, inits: list[Any], nodes: list[Any]) -> tuple[str, float]:
+    """Strided 3x3 stem convs (cin, cout, out h, out w), `body` = (n, channels, h, w) 3x3 convs, a 1x1
+    head to `head` channels: (the output's name, its FLOPs)."""
+    x, flops = src, 0.0
+    for i, (cin, cout, h, w) in enumerate(stem):
+        x = _conv(f"stem{i}", cin, cout, 3, 2, rng, inits, nodes, x)
+        flops += flops_conv(cin, cout, 3, h, w)
+    n, ch, h, w = body
+    for i in range(n):
+        x = _conv(f"body{i}", ch, ch, 3, 1, rng, inits, nodes, x)
+        flops += flops_conv(ch, ch, 3, h, w)
+    x = _conv("head", ch, head, 1, 1, rng, inits, nodes, x, relu=False)
+    return x, flops + flops_conv(ch, head, 1, h, w)
 
 
 def flops_conv(cin: int, cout: int, k: int, h: int, w: int) -> float:
@@ -44,21 +60,12 @@ def flops_conv(cin: int, cout: int, k: int, h: int, w: int) -> float:
 
 def build_detector(path: Path, rng: np.random.Generator) -> float:
     """(1,3,640,640) -> (1,8400,85); returns its GFLOPs."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     inits: list[Any] = []
     nodes: list[Any] = []
-    x, flops = "images", 0.0
-    for i, (cin, cout, size) in enumerate(((3, 32, 320), (32, 64, 160), (64, 256, 80))):
-        x, _ = _conv(f"stem{i}", cin, cout, 3, 2, rng, inits, nodes, x)
-        flops += flops_conv(cin, cout, 3, size, size)
-    for i in range(20):
-        x, _ = _conv(f"body{i}", 256, 256, 3, 1, rng, inits, nodes, x)
-        flops += flops_conv(256, 256, 3, 80, 80)
-    x, _ = _conv("head", 256, 85, 1, 1, rng, inits, nodes, x, relu=False)
-    flops += flops_conv(256, 85, 1, 80, 80)
-
+    x, flops = conv_stack("images", ((3, 32, 320, 320), (32, 64, 160, 160), (64, 256, 80, 80)), (20, 256, 80, 80),
+                          85, rng, inits, nodes)
     nodes += [helper.make_node("MaxPool", [x], ["p40"], kernel_shape=[2, 2], strides=[2, 2]),
               helper.make_node("MaxPool", ["p40"], ["p20"], kernel_shape=[2, 2], strides=[2, 2])]
     parts = []
@@ -82,45 +89,40 @@ def build_detector(path: Path, rng: np.random.Generator) -> float:
     keep[0, row, 5] = 0
     person[0, row, 5] = 1.0
     inits += [numpy_helper.from_array(keep, "keep"), numpy_helper.from_array(person, "person")]
-    graph = helper.make_graph(nodes, "bench_yolox",
+    _save(helper.make_graph(nodes, "bench_yolox",
                               [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8400, 85])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8400, 85])], inits), path)
     return flops / 1e9
 
 
 def build_pose(path: Path, rng: np.random.Generator) -> float:
     """(1,3,384,288) -> simcc_x (1,133,576), simcc_y (1,133,768); returns its GFLOPs."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     inits: list[Any] = []
     nodes: list[Any] = []
-    x, flops = "input", 0.0
-    for i, (cin, cout, h, w) in enumerate(((3, 64, 192, 144), (64, 128, 96, 72), (128, 256, 48, 36))):
-        x, _ = _conv(f"stem{i}", cin, cout, 3, 2, rng, inits, nodes, x)
-        flops += flops_conv(cin, cout, 3, h, w)
-    for i in range(3):
-        x, _ = _conv(f"body{i}", 256, 256, 3, 1, rng, inits, nodes, x)
-        flops += flops_conv(256, 256, 3, 48, 36)
-    x, _ = _conv("head", 256, 133, 1, 1, rng, inits, nodes, x, relu=False)
-    flops += flops_conv(256, 133, 1, 48, 36)
+    x, flops = conv_stack("input", ((3, 64, 192, 144), (64, 128, 96, 72), (128, 256, 48, 36)), (3, 256, 48, 36),
+                          133, rng, inits, nodes)
     inits.append(numpy_helper.from_array(np.array([1, 133, 1728], np.int64), "flat"))
     nodes.append(helper.make_node("Reshape", [x, "flat"], ["tokens"]))
     for name, bins in (("simcc_x", 576), ("simcc_y", 768)):
         inits.append(numpy_helper.from_array((rng.standard_normal((1728, bins)) / 40).astype(np.float32), f"{name}_w"))
         nodes.append(helper.make_node("MatMul", ["tokens", f"{name}_w"], [name]))
         flops += 2.0 * 133 * 1728 * bins
-    graph = helper.make_graph(nodes, "bench_dwpose",
+    _save(helper.make_graph(nodes, "bench_dwpose",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 384, 288])],
                               [helper.make_tensor_value_info("simcc_x", TensorProto.FLOAT, [1, 133, 576]),
-                               helper.make_tensor_value_info("simcc_y", TensorProto.FLOAT, [1, 133, 768])], inits)
+                               helper.make_tensor_value_info("simcc_y", TensorProto.FLOAT, [1, 133, 768])], inits), path)
+    return flops / 1e9
+
+
+def _save(graph: Any, path: Path) -> None:
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
-    return flops / 1e9
 
 
 class Timed:
