@@ -35,7 +35,7 @@ step() {
 }
 
 # 1. The model volume: report it; missing models do not stop the worker (jobs get the clear error).
-#    AUTO_DOWNLOAD_MODELS: false, true (= i2v-14b) or model sets (i2v-14b,t2v-14b,ti2v-5b or all).
+#    AUTO_DOWNLOAD_MODELS: false, true (= i2v-14b) or model sets (i2v-14b,t2v-14b,ti2v-5b,s2v-14b or all).
 auto_sets="${AUTO_DOWNLOAD_MODELS:-false}"
 case "$auto_sets" in
   true) auto_sets="i2v-14b" ;;

@@ -60,7 +60,7 @@ def png_b64(width: int = 96, height: int = 54, color=(200, 80, 40), fmt: str = "
 
 
 def model_paths_yaml(path: Path, root: Path) -> Path:
-    """An extra_model_paths.yaml with one layout: `root/<folder>` for the model folders."""
+    """An extra_model_paths.yaml with one layout: `root/<folder>` for the manifest's model folders."""
     path.write_text(
         "test_volume:\n"
         f"  base_path: {root}\n"
@@ -69,6 +69,7 @@ def model_paths_yaml(path: Path, root: Path) -> Path:
         "  loras: loras\n"
         "  text_encoders: text_encoders\n"
         "  vae: vae\n"
+        "  audio_encoders: audio_encoders\n"
         "  detection: detection\n"
     )
     return path

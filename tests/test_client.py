@@ -482,3 +482,51 @@ def test_retry_waits_follow_retry_after_or_double_with_a_cap():
     assert _retry_after(answer("soon")) is None and _retry_after(answer(None)) is None
     waits = [policy.wait_s(n) for n in range(7)]
     assert 0.8 <= waits[0] <= 1.2 and 3.2 <= waits[2] <= 4.8 and waits[6] == 30.0
+
+
+def test_a_graph_of_parts_shows_which_part_runs():
+    from wan_worker.client.display import State
+
+    state = State.from_status({"status": "IN_PROGRESS", "output": {"phase": "sampling", "chunk": 2, "chunks": 3,
+                                                                   "step": 1, "steps": 4, "percent": 43}})
+    assert state.text() == "sampling chunk 2/3 1/4"
+    window = State.from_status({"status": "IN_PROGRESS", "output": {"phase": "sampling", "window": 1, "windows": 2}})
+    assert window.text() == "sampling window 1/2" and window.line_key() != state.line_key()
+    assert State.from_status({"status": "IN_PROGRESS", "output": {"phase": "decoding"}}).text() == "decoding"
+
+
+# -- sound-to-video ----------------------------------------------------------------------------
+
+def test_audio_file_and_its_part_are_sent(rp, image, tmp_path, capsys):
+    sound = tmp_path / "voice.wav"
+    sound.write_bytes(b"RIFF0000WAVEfmt not really a wav, the worker checks it")
+    code, _, stderr = wan(capsys, str(image), "she sings", "-o", str(tmp_path / "o.mp4"), "--audio", str(sound),
+                          "--audio-start", "2.5", "--duration", "10")
+    assert code == 0, stderr
+    [sent] = sent_inputs(rp)
+    assert sent == {"image": base64.b64encode(image.read_bytes()).decode(), "prompt": "she sings",
+                    "audio": base64.b64encode(sound.read_bytes()).decode(), "audio_start_s": 2.5, "duration_s": 10.0}
+    code, _, stderr = wan(capsys, str(image), "p", "--audio", str(tmp_path / "nope.mp3"))
+    assert code == 2 and "audio " in stderr and "nope.mp3" in stderr
+    assert wan(capsys, str(image), "p", "-o", str(tmp_path / "u.mp4"), "--audio", "https://example.com/a.mp3")[0] == 0
+    assert sent_inputs(rp)[-1]["audio"] == "https://example.com/a.mp3"
+
+
+def test_batch_lines_read_audio_files_beside_the_jobs_file(rp, image, tmp_path, capsys):
+    sound = tmp_path / "song.mp3"
+    sound.write_bytes(b"ID3 fake mp3")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"input": {"image": image.name, "audio": sound.name, "prompt": "sing"},
+                                "output": "sing.mp4"}) + "\n")
+    code = main(["--jobs", str(jobs), "--out-dir", str(tmp_path / "out"), "--endpoint", ENDPOINT_ID, *FAST])
+    assert code == 0, capsys.readouterr()
+    [sent] = sent_inputs(rp)
+    assert sent["audio"] == base64.b64encode(sound.read_bytes()).decode()
+
+
+def test_the_summary_says_chunks_and_sound():
+    from wan_worker.client.results import _shape
+
+    out = {"width": 640, "height": 640, "length": 197, "fps": 16.0, "duration_s": 12.312, "chunks": 3, "audio": True}
+    assert _shape(out) == "640x640, 197 frames at 16 fps = 12.312 s in 3 chunks, with sound"
+    assert _shape({**out, "chunks": 1, "audio": False}).endswith("= 12.312 s in 1 chunk")

@@ -20,7 +20,7 @@ from wan_worker.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 VAE = next(m for m in MANIFEST if m.folder == "vae")
 HIGH = MANIFEST[0]
-FOLDERS = ("diffusion_models", "loras", "text_encoders", "vae", "detection")
+FOLDERS = tuple(dict.fromkeys(m.folder for m in MANIFEST))  # every folder the manifest uses
 
 
 def safetensors(payload: bytes = b"\x01\x00\x00\x00\x02\x00\x00\x00") -> bytes:
@@ -88,7 +88,7 @@ def test_all_ok(layout) -> None:
                for f in report.files)
     report.raise_for_problems()
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 14 and data["missing"] == []
+    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 16 and data["missing"] == []
     assert all(s["complete"] for s in data["sets"].values()) and set(data["sets"]) == set(MODEL_SETS)
     assert data["searched"]["vae"] == [str(comfy / "models" / "vae"), str(volume / "vae")]
 
@@ -118,7 +118,7 @@ def test_all_missing_lists_every_file(layout) -> None:
     with pytest.raises(WorkerError) as info:
         check_volume(s).raise_for_problems()
     assert all(m.rel_path in info.value.message for m in MANIFEST)
-    assert info.value.message.startswith("14 model files are missing")
+    assert info.value.message.startswith("16 model files are missing")
 
 
 def truncated() -> bytes:
@@ -310,6 +310,7 @@ def test_comfyui_default_folders_and_their_order(tmp_path: Path) -> None:
         "loras": [models_dir / "loras"],
         "text_encoders": [models_dir / "text_encoders", models_dir / "clip"],
         "vae": [models_dir / "vae"],
+        "audio_encoders": [models_dir / "audio_encoders"],
         "detection": [models_dir / "detection"],
     }
 
@@ -346,7 +347,8 @@ def test_unet_alias_finds_the_file(tmp_path: Path) -> None:
     (vol / "diffusion_models").rename(vol / "unet")
     (vol / "text_encoders").rename(vol / "clip")
     s = settings_for(tmp_path, f"vol:\n  base_path: {vol}\n  unet: unet\n  clip: clip\n"
-                               "  loras: loras\n  vae: vae\n  detection: detection\n")
+                               "  loras: loras\n  vae: vae\n  audio_encoders: audio_encoders\n"
+                               "  detection: detection\n")
     report = check_volume(s)
     assert report.ok and report.files[0].path == str(vol / "unet" / HIGH.name)
 
@@ -463,7 +465,7 @@ def test_cli_all_ok(layout, monkeypatch, capsys) -> None:
     assert models.main([]) == 0
     out = capsys.readouterr().out
     assert out.count("OK ") == len(MANIFEST) and str(volume / "vae" / VAE.name) in out
-    assert out.count("COMPLETE ") == len(MODEL_SETS) and "This volume can serve: image-to-video" in out
+    assert out.count("COMPLETE ") == len(MODEL_SETS) == 5 and "This volume can serve: image-to-video" in out
     assert "GB" in out and str(volume / "vae") in out and "present and complete" in out
 
 

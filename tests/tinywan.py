@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
+import struct
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +32,13 @@ I2V_IN_DIM = 36  # 16 noise + 4 mask + 16 image latent channels: what Wan2.2 I2V
 T2V_IN_DIM = 16  # the T2V 14B experts take the noise latent alone
 TI2V_DIM = 48  # the 5B model works in the Wan2.2 VAE's 48-channel latent, in and out
 LORA_RANK = 4
+
+# The S2V model's audio side, which ComfyUI builds at fixed sizes whatever the DiT's dim
+# (comfy/ldm/wan/model.py WanModel_S2V): wav2vec2-large features (1024 wide, 25 hidden states), 4
+# audio tokens, 12 audio injectors (one per listed layer, built even past the tiny model's 2 layers).
+S2V_AUDIO_DIM, S2V_AUDIO_LAYERS, S2V_AUDIO_TOKENS, S2V_INJECTORS = 1024, 25, 4, 12
+# wav2vec2 large, the config ComfyUI picks from encoder.layer_norm.bias's size (audio_encoders.py)
+W2V_DIM, W2V_LAYERS, W2V_FF, W2V_CONV, W2V_POS_KERNEL, W2V_POS_GROUPS = 1024, 24, 4096, 512, 128, 16
 
 # UMT5-XXL, whose config ComfyUI fixes (comfy/text_encoders/umt5_config_xxl.json).
 T5_LAYERS, T5_DIM, T5_FF, T5_HEADS, T5_BUCKETS = 24, 4096, 10240, 64, 32
@@ -69,6 +78,66 @@ def dit_shapes(in_dim: int = I2V_IN_DIM, out_dim: int = OUT_DIM) -> Shapes:
     s |= _linear("head.head", out_dim * 4, DIM)  # out_dim * patch (1x2x2)
     s["head.modulation"] = (1, 2, DIM)
     return s
+
+
+def s2v_shapes() -> Shapes:
+    """comfy.ldm.wan.model.WanModel_S2V at tiny dim: the T2V-style DiT (in_dim 16) plus the audio
+    encoder (MotionEncoder_tc with its global branch: `casual_audio_encoder.encoder.final_linear` is
+    how ComfyUI detects S2V), the condition encoder, the audio injectors with their AdaLN layers
+    (adain_mode attn_norm: no output layers) and the frame packer's three patch convs."""
+    s = dit_shapes(T2V_IN_DIM)
+    s["trainable_cond_mask.weight"] = (3, DIM)
+    enc = "casual_audio_encoder.encoder"
+    s["casual_audio_encoder.weights"] = (1, S2V_AUDIO_LAYERS, 1, 1)
+    s |= {f"{enc}.conv1_local.conv.weight": (DIM // 4 * S2V_AUDIO_TOKENS, S2V_AUDIO_DIM, 3),
+          f"{enc}.conv1_local.conv.bias": (DIM // 4 * S2V_AUDIO_TOKENS,),
+          f"{enc}.conv1_global.conv.weight": (DIM // 4, S2V_AUDIO_DIM, 3), f"{enc}.conv1_global.conv.bias": (DIM // 4,),
+          f"{enc}.conv2.conv.weight": (DIM // 2, DIM // 4, 3), f"{enc}.conv2.conv.bias": (DIM // 2,),
+          f"{enc}.conv3.conv.weight": (DIM, DIM // 2, 3), f"{enc}.conv3.conv.bias": (DIM,),
+          f"{enc}.padding_tokens": (1, 1, 1, DIM)}
+    s |= _linear(f"{enc}.final_linear", DIM, DIM)
+    s |= {"cond_encoder.weight": (DIM, OUT_DIM, 1, 2, 2), "cond_encoder.bias": (DIM,)}
+    for i in range(S2V_INJECTORS):
+        inj = f"audio_injector.injector.{i}"
+        for proj in "qkvo":
+            s |= _linear(f"{inj}.{proj}", DIM, DIM)
+        s |= {f"{inj}.norm_q.weight": (DIM,), f"{inj}.norm_k.weight": (DIM,)}
+        s |= _linear(f"audio_injector.injector_adain_layers.{i}.linear", DIM * 2, DIM)
+    for name, k in (("proj", (1, 2, 2)), ("proj_2x", (2, 4, 4)), ("proj_4x", (4, 8, 8))):
+        s |= {f"frame_packer.{name}.weight": (DIM, OUT_DIM, *k), f"frame_packer.{name}.bias": (DIM,)}
+    return s
+
+
+def wav2vec2_shapes() -> tuple[Shapes, Shapes]:
+    """comfy.audio_encoders.wav2vec2.Wav2Vec2Model as the large config builds it: (the small tensors:
+    conv front end, projection, norms, biases, the positional conv; the transformer's matrices, 24 x
+    12.6 M parameters). The positional conv is a plain torch Conv1d under weight_norm, so its keys are
+    the parametrization's (original0 = g, original1 = v)."""
+    small: Shapes = {}
+    for i, (c_in, k) in enumerate([(1, 10)] + [(W2V_CONV, 3)] * 4 + [(W2V_CONV, 2)] * 2):
+        layer = f"feature_extractor.conv_layers.{i}"
+        small |= {f"{layer}.conv.weight": (W2V_CONV, c_in, k), f"{layer}.conv.bias": (W2V_CONV,),
+                  f"{layer}.layer_norm.weight": (W2V_CONV,), f"{layer}.layer_norm.bias": (W2V_CONV,)}
+    small |= {"feature_projection.layer_norm.weight": (W2V_CONV,), "feature_projection.layer_norm.bias": (W2V_CONV,)}
+    small |= _linear("feature_projection.projection", W2V_DIM, W2V_CONV)
+    small["masked_spec_embed"] = (W2V_DIM,)
+    pos = "encoder.pos_conv_embed.conv"
+    small |= {f"{pos}.parametrizations.weight.original0": (1, 1, W2V_POS_KERNEL),
+              f"{pos}.parametrizations.weight.original1": (W2V_DIM, W2V_DIM // W2V_POS_GROUPS, W2V_POS_KERNEL),
+              f"{pos}.bias": (W2V_DIM,), "encoder.layer_norm.weight": (W2V_DIM,), "encoder.layer_norm.bias": (W2V_DIM,)}
+    big: Shapes = {}
+    for i in range(W2V_LAYERS):
+        layer = f"encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            big[f"{layer}.attention.{proj}.weight"] = (W2V_DIM, W2V_DIM)
+            small[f"{layer}.attention.{proj}.bias"] = (W2V_DIM,)
+        big[f"{layer}.feed_forward.intermediate_dense.weight"] = (W2V_FF, W2V_DIM)
+        big[f"{layer}.feed_forward.output_dense.weight"] = (W2V_DIM, W2V_FF)
+        small |= {f"{layer}.feed_forward.intermediate_dense.bias": (W2V_FF,),
+                  f"{layer}.feed_forward.output_dense.bias": (W2V_DIM,)}
+        for norm in ("layer_norm", "final_layer_norm"):
+            small |= {f"{layer}.{norm}.weight": (W2V_DIM,), f"{layer}.{norm}.bias": (W2V_DIM,)}
+    return small, big
 
 
 def lora_shapes(rank: int = LORA_RANK) -> Shapes:
@@ -207,6 +276,13 @@ def _is_norm(name: str) -> bool:
     return name.endswith((".gamma", "norm_q.weight", "norm_k.weight", "norm3.weight", "layer_norm.weight"))
 
 
+def _is_zero(name: str) -> bool:
+    """Tensors a stand-in keeps at zero: biases, T5's attention biases, and wav2vec2's unused mask
+    embedding and positional conv scale (g = 0 makes weight_norm's conv add nothing)."""
+    return name.endswith((".bias", "relative_attention_bias.weight", "masked_spec_embed",
+                          "parametrizations.weight.original0"))
+
+
 def _values(shapes: Shapes, seed: int, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
     """Random weights scaled by 1/sqrt(fan_in) (activations keep their scale through the layers),
     biases 0, norm weights 1: a network that passes a signal through, deterministic from `seed`."""
@@ -215,7 +291,7 @@ def _values(shapes: Shapes, seed: int, dtype: torch.dtype) -> Iterator[tuple[str
         shape = shapes[name]
         if _is_norm(name):
             t = torch.ones(shape)
-        elif name.endswith((".bias", "relative_attention_bias.weight")):
+        elif _is_zero(name):
             t = torch.zeros(shape)
         else:
             fan_in = math.prod(shape[1:]) if len(shape) > 1 else max(1, math.prod(shape))
@@ -229,6 +305,51 @@ def _save(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
     tmp.replace(path)
     return path
+
+
+def _save_sparse(path: Path, tensors: dict[str, torch.Tensor], zeros: Shapes, zero_dtype: str = "F8_E4M3") -> Path:
+    """A safetensors file whose `zeros` tensors (stored last, `zero_dtype`) are never written: the
+    file ends in a hole the file system reads back as zero bytes (0 in float8 and float16), so a
+    300 MB file costs the disk a few MB and the writer no time."""
+    sizes = {"F8_E4M3": 1, "F16": 2}
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    blobs, offset = [], 0
+    for name, t in tensors.items():
+        raw = t.contiguous().numpy().tobytes()  # little-endian, as safetensors stores it
+        header[name] = {"dtype": {torch.float16: "F16", torch.float32: "F32"}[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    for name, shape in zeros.items():
+        n = math.prod(shape) * sizes[zero_dtype]
+        header[name] = {"dtype": zero_dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw_header = json.dumps(header, separators=(",", ":")).encode()
+    raw_header += b" " * (-len(raw_header) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw_header)) + raw_header)
+        for blob in blobs:
+            fh.write(blob)
+        fh.truncate(8 + len(raw_header) + offset)
+    tmp.replace(path)
+    return path
+
+
+def write_s2v(path: Path, seed: int) -> Path:
+    """The S2V model at tiny DiT size with its fixed-size audio modules, all stored (~7 MB fp16)."""
+    return _save(path, dict(_values(s2v_shapes(), seed, torch.float16)))
+
+
+def write_audio_encoder(path: Path, seed: int) -> Path:
+    """wav2vec2 large as ComfyUI loads it (strict=False, fixed config). Every tensor is stored: one
+    left out is torch.empty memory, which can hold garbage (seen: NaN features, a black video). The
+    transformer's matrices are zeros (each layer adds nothing: the hidden states are the projected
+    features), written as a sparse tail; the conv front end and the projection are random, so the
+    features follow the sound."""
+    small, big = wav2vec2_shapes()
+    return _save_sparse(path, dict(_values(small, seed, torch.float16)), big)
 
 
 def write_expert(path: Path, seed: int, in_dim: int = I2V_IN_DIM, out_dim: int = OUT_DIM) -> Path:
@@ -311,6 +432,10 @@ def write_file(models_dir: Path, folder: str, name: str, seed: int) -> Path:
     """One manifest file, built by what its folder holds; each name gets a seed of its own."""
     path = models_dir / folder / name
     own_seed = seed * 1000 + sum(name.encode()) % 997
+    if folder == "diffusion_models" and "_s2v_" in name:
+        return write_s2v(path, own_seed)
+    if folder == "audio_encoders":
+        return write_audio_encoder(path, own_seed)
     if folder == "diffusion_models" and "_ti2v_5B" in name:
         return write_expert(path, own_seed, in_dim=TI2V_DIM, out_dim=TI2V_DIM)
     if folder == "diffusion_models":

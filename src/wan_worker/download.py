@@ -1,6 +1,6 @@
 """Fill a models folder with the Wan2.2 files of one or more model sets from the Hugging Face Hub.
 
-`python -m wan_worker.download [--set i2v-14b,t2v-14b,ti2v-5b]` (and `scripts/download_models.sh`,
+`python -m wan_worker.download [--set i2v-14b,t2v-14b,ti2v-5b,s2v-14b]` (and `scripts/download_models.sh`,
 which wraps it) is how a volume gets its files (~38 GB for i2v-14b): resumable, verified and atomic,
 so a run can be cut at any moment and simply run again. A file several sets share (the text
 encoder, the 2.1 VAE) is fetched once. The contract, per file:

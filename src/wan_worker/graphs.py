@@ -2,16 +2,17 @@
 defaults and sizes, the fields it cannot use, and how a job's values are written into it. Adding a
 graph means adding a graph file to workflows/ and a spec here; the handler does not change.
 
-Which graph a job runs (`spec_for`): model 14b with `image` is I2V (with `end_image`
-first-last-frame), without `image` text-to-video; model 5b is one graph for both, its start image
-optional.
+Which graph a job runs (`spec_for`): model 14b with `audio` is sound-to-video (S2V), with `image`
+I2V (with `end_image` first-last-frame), without `image` text-to-video; model 5b is one graph for
+both, its start image optional.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .workflow import Graph, GraphSpec, Workflow
+from .workflow import Graph, GraphSpec, Repeat, Workflow
 
 Size = tuple[int, int]
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4")
@@ -38,6 +39,10 @@ class VideoParams:
     scheduler: str
     filename_prefix: str
     end_image_name: str | None = None  # first-last-frame graphs only
+    parts: int = 1  # graphs with a repeated block (workflow.Repeat): how many parts the job runs
+    audio_name: str | None = None  # sound-to-video: the uploaded audio file
+    audio_start_s: float = 0.0  # where in the file the part the video covers starts
+    audio_s: float = 0.0  # how long that part lasts
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,10 @@ class VideoModel:
     areas: Mapping[str, int]  # resolution -> pixel area
     sizes: Mapping[str, Mapping[str, Size]]  # resolution -> aspect ratio -> (width, height)
     resolution: str  # the default resolution
-    has_experts: bool = True  # two experts (switch_step, LightX2V LoRAs, user LoRAs)
+    has_experts: bool = True  # two experts (switch_step, user LoRAs)
+    fast_lora: bool = True  # `fast` applies a LightX2V 4-step LoRA at `lora_strength`
+    # job field -> why it cannot differ from `defaults` (S2V's fps: the model's audio features are 16 fps)
+    fixed: Mapping[str, str] = field(default_factory=dict)
 
 
 WAN14B = VideoModel(
@@ -87,6 +95,23 @@ WAN5B = VideoModel(
                     "3:4": (864, 1152)}},
     resolution="720p",
     has_experts=False,
+    fast_lora=False,
+)
+# The official video_wan2_2_14B_s2v template: 640x640, 16 fps, uni_pc/simple, shift 8; 4 steps at
+# cfg 1 with the T2V high-noise 4-step LoRA (fast), 20 steps at cfg 6 without. One model, no experts.
+# The length is not a job's: the audio decides it (chunks of the graph's length, see s2v_timing).
+WAN14B_S2V = VideoModel(
+    name="14b",
+    defaults={"steps": 4, "cfg": 1.0, "shift": 8.0, "fps": 16.0, "sampler": "uni_pc", "scheduler": "simple"},
+    quality={"steps": 20, "cfg": 6.0},
+    size_step=16,
+    areas={"480p": 640 * 640, "720p": 1280 * 720},
+    sizes=WAN14B.sizes,
+    resolution="480p",
+    has_experts=False,
+    fixed={"fps": "must be 16 for sound-to-video: the S2V model reads the sound's features at 16 video "
+                  "frames a second, so another rate would put the motion out of step with the sound; "
+                  "remove `fps`"},
 )
 VIDEO_MODELS = {m.name: m for m in (WAN14B, WAN5B)}
 
@@ -123,14 +148,19 @@ WAN22_MODELS = (("High Noise Model", "unet_name"), ("Low Noise Model", "unet_nam
 WAN22_LORA_AFTER = {"high": "High Noise LoRA", "low": "Low Noise LoRA"}
 
 
-def apply_common(wf: Workflow, g: Graph, p: VideoParams, video_role: str) -> None:
-    """What every bundled graph takes: prompts, size and length, fps, shift, output prefix."""
+def apply_text_and_output(wf: Workflow, g: Graph, p: VideoParams) -> None:
+    """What every bundled graph takes: prompts, fps, output prefix."""
     wf.inputs(g, "Positive Prompt")["text"] = p.prompt
     if p.negative_prompt is not None:
         wf.inputs(g, "Negative Prompt")["text"] = p.negative_prompt
-    wf.inputs(g, video_role).update(width=p.width, height=p.height, length=p.length)
     wf.inputs(g, "Create Video")["fps"] = p.fps
     wf.inputs(g, "Save Video")["filename_prefix"] = p.filename_prefix
+
+
+def apply_common(wf: Workflow, g: Graph, p: VideoParams, video_role: str) -> None:
+    """Prompts, fps and output prefix, and the size and length on the graph's latent node."""
+    apply_text_and_output(wf, g, p)
+    wf.inputs(g, video_role).update(width=p.width, height=p.height, length=p.length)
 
 
 def apply_wan22(wf: Workflow, g: Graph, p: VideoParams, video_role: str) -> None:
@@ -179,28 +209,71 @@ def apply_ti2v5b(wf: Workflow, g: Graph, p: Any) -> None:
         wf.inputs(g, "Start Image")["image"] = p.image_name
 
 
+def apply_s2v(wf: Workflow, g: Graph, p: Any) -> None:
+    """Sound-to-video: the reference image, the part of the audio the video covers (Trim Audio feeds
+    both the audio encoder and the MP4's sound), one sampler per chunk, and the decoded frames cut
+    back to the audio's length. Chunk length and count are the graph's and the job's parts, not set here."""
+    apply_text_and_output(wf, g, p)
+    wf.inputs(g, "Sound To Video").update(width=p.width, height=p.height)
+    wf.inputs(g, "Reference Image")["image"] = p.image_name
+    wf.inputs(g, "Audio")["audio"] = p.audio_name
+    wf.inputs(g, "Trim Audio").update(start_index=p.audio_start_s, duration=p.audio_s)
+    wf.inputs(g, "Shift")["shift"] = p.shift
+    wf.inputs(g, "LoRA")["strength_model"] = p.lora_strength
+    for role in ("Sampler", "Extend Sampler"):
+        wf.inputs(g, role).update(seed=p.seed, steps=p.steps, cfg=p.cfg, sampler_name=p.sampler,
+                                  scheduler=p.scheduler)
+    wf.inputs(g, "Cut To Audio")["length"] = p.length
+
+
+S2V_FPS = 16
+MAX_FRAMES = 4096  # ImageFromBatch's largest `length`
+
+
+def chunk_frames(chunk_length: int) -> int:
+    """Frames one S2V chunk adds: WanSoundImageToVideo makes (length - 1) // 4 + 1 latent frames
+    and reads 4 audio-feature frames per latent frame (77 -> 20 latent frames -> 80 frames)."""
+    return 4 * ((chunk_length - 1) // 4 + 1)
+
+
+def s2v_timing(wf: Workflow, seconds: float) -> tuple[int, int]:
+    """(frames, chunks) for `seconds` of sound: the frames at 16 fps, rounded up to whole chunks of
+    the graph's chunk lengths (the first chunk's, then the extend block's); the decoded video (the
+    chunks' frames, after the doubled first frame is dropped) is then cut back to the frames.
+    Raises ValueError past ImageFromBatch's limit."""
+    frames = max(1, math.ceil(round(seconds * S2V_FPS, 6)))
+    if frames > MAX_FRAMES:
+        raise ValueError(f"{seconds:g} s of sound is {frames} frames at {S2V_FPS} fps, more than the "
+                         f"{MAX_FRAMES} one video can hold")
+    first = chunk_frames(int(wf.default("Sound To Video", "length")))
+    more = chunk_frames(int(wf.default("Extend", "length")))
+    return frames, 1 + math.ceil(max(0, frames - first) / more)
+
+
 NO_END_IMAGE_T2V = ("needs `image` too: first-last-frame starts from `image` and ends at `end_image`; "
                     "send both, or neither for text-to-video")
 ONE_MODEL = "is for the 14b model's two experts; the 5b model is one model and has no {what}: remove it"
+NO_AUDIO = "picks the part of `audio` a sound-to-video job covers; send `audio` too, or remove it"
+AUDIO_ONLY = {"audio_start_s": NO_AUDIO, "duration_s": NO_AUDIO}
 
 I2V = GraphSpec(
     name="i2v", file="wan22_i2v.json",
     roles={**WAN22_ROLES, "Start Image": "LoadImage", "Image To Video": "WanImageToVideo"},
     phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_i2v,
-    model_set="i2v-14b", video_model=WAN14B,
+    model_set="i2v-14b", video_model=WAN14B, refuses=AUDIO_ONLY,
 )
 FLF2V = GraphSpec(
     name="flf2v", file="wan22_flf2v.json",
     roles={**WAN22_ROLES, "Start Image": "LoadImage", "End Image": "LoadImage",
            "First Last Frame To Video": "WanFirstLastFrameToVideo"},
     phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_flf2v,
-    model_set="i2v-14b", video_model=WAN14B,
+    model_set="i2v-14b", video_model=WAN14B, refuses=AUDIO_ONLY,
 )
 T2V = GraphSpec(
     name="t2v", file="wan22_t2v.json",
     roles={**WAN22_ROLES, "Empty Latent": "EmptyHunyuanLatentVideo"},
     phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_t2v,
-    model_set="t2v-14b", video_model=WAN14B, refuses={"end_image": NO_END_IMAGE_T2V},
+    model_set="t2v-14b", video_model=WAN14B, refuses={"end_image": NO_END_IMAGE_T2V, **AUDIO_ONLY},
 )
 TI2V5B = GraphSpec(
     name="ti2v5b", file="wan22_ti2v_5b.json",
@@ -219,15 +292,50 @@ TI2V5B = GraphSpec(
         "switch_step": ONE_MODEL.format(what="expert switch"),
         "loras": "are supported on the 14b model only (the 5b model has another layout, so 14B LoRAs "
                  "do not fit it): remove `loras` or send `\"model\": \"14b\"`",
+        "audio": "is for sound-to-video, which runs on the 14b model (S2V); the 5b model has none: remove "
+                 "`audio` or send `\"model\": \"14b\"`",
+        **AUDIO_ONLY,
     },
 )
-GRAPHS: tuple[GraphSpec, ...] = (I2V, FLF2V, T2V, TI2V5B)
+# Sound-to-video: the first chunk, then the "Video S2V Extend" block of the official template
+# (WanSoundImageToVideoExtend + KSampler + LatentConcat) once per further chunk (workflow.Repeat).
+S2V = GraphSpec(
+    name="s2v", file="wan22_s2v.json",
+    roles={"Model": "UNETLoader", "LoRA": "LoraLoaderModelOnly", "Shift": "ModelSamplingSD3",
+           "Text Encoder": "CLIPLoader", "Positive Prompt": "CLIPTextEncode", "Negative Prompt": "CLIPTextEncode",
+           "VAE": "VAELoader", "Audio Encoder": "AudioEncoderLoader", "Audio": "LoadAudio",
+           "Trim Audio": "TrimAudioDuration", "Audio Features": "AudioEncoderEncode",
+           "Reference Image": "LoadImage", "Sound To Video": "WanSoundImageToVideo", "Sampler": "KSampler",
+           "Extend": "WanSoundImageToVideoExtend", "Extend Sampler": "KSampler", "Extend Concat": "LatentConcat",
+           "First Frame": "LatentCut", "Double First Frame": "LatentConcat", "Decode": "VAEDecode",
+           "Cut To Audio": "ImageFromBatch", "Create Video": "CreateVideo", "Save Video": "SaveVideo"},
+    phases={"Sampler": "sampling", "Extend Sampler": "sampling", "Decode": "decoding", "Create Video": "encoding",
+            "Save Video": "encoding"},
+    model_inputs=(("Model", "unet_name"), ("LoRA", "lora_name"), ("Text Encoder", "clip_name"), ("VAE", "vae_name"),
+                  ("Audio Encoder", "audio_encoder_name")),
+    lora_after={}, apply=apply_s2v, model_set="s2v-14b", video_model=WAN14B_S2V,
+    repeat=Repeat(block=("Extend", "Extend Sampler", "Extend Concat"), feeds={"Sampler": "Extend Concat"},
+                  unit="chunk"),
+    timing=s2v_timing,
+    refuses={
+        "end_image": "is for first-last-frame; sound-to-video starts from `image` alone: remove `end_image`",
+        "length": "follows the sound in sound-to-video (the video covers `audio`, or `duration_s` of it, at "
+                  "16 fps): remove `length`",
+        "switch_step": "is for the two experts of image- and text-to-video; the S2V model is one model: remove it",
+        "loras": "are not supported for sound-to-video: LoRAs made for the I2V, T2V or 5B models do not fit "
+                 "the S2V model; remove `loras`",
+    },
+)
+GRAPHS: tuple[GraphSpec, ...] = (I2V, FLF2V, T2V, TI2V5B, S2V)
 
 
-def spec_for(model: str = "14b", has_image: bool = True, has_end_image: bool = False) -> GraphSpec:
+def spec_for(model: str = "14b", has_image: bool = True, has_end_image: bool = False,
+             has_audio: bool = False) -> GraphSpec:
     """Which bundled graph a video job runs."""
     if model == WAN5B.name:
         return TI2V5B
+    if has_audio:
+        return S2V
     if not has_image:
         return T2V
     return FLF2V if has_end_image else I2V

@@ -300,8 +300,8 @@ def _check_url(url: str, settings: Settings, field: str, redirected: bool = Fals
         if blocked:
             raise WorkerError(
                 INVALID_INPUT,
-                f"{field} URL host {host} resolves to a non-public address ({blocked[0]}); image "
-                "URLs must be on the public internet (or set ALLOW_PRIVATE_IMAGE_URLS=true).",
+                f"{field} URL host {host} resolves to a non-public address ({blocked[0]}); input "
+                "URLs (images, audio, video) must be on the public internet (or set ALLOW_PRIVATE_IMAGE_URLS=true).",
                 {"field": field, "host": host, "addresses": blocked},
             )
     return host

@@ -2,9 +2,10 @@
 and a dry run show. Everything that can be checked without the GPU is checked here: the model
 files the graph loads, the LoRAs (downloaded if given by URL), every input image or media file.
 
-Video jobs (I2V, first-last-frame, text-to-video; model 14b or 5b) run the bundled graph of
-`VideoRequest.spec`; workflow mode brings its own graph. Either way the handler runs the same
-pipeline on the plan.
+Video jobs (I2V, first-last-frame, text-to-video, sound-to-video; model 14b or 5b) run the bundled
+graph of `VideoRequest.spec`; a graph with `timing` (S2V) takes its length and parts from the
+duration of its driving input (the sound), read here before anything is queued. Workflow mode
+brings its own graph. Either way the handler runs the same pipeline on the plan.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Protocol
 
 from . import loras as lora_files
+from .avmedia import AVInput, Span, load_av, pick_span
+from .errors import INVALID_INPUT, WorkerError
 from .graphs import VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
@@ -86,28 +89,38 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     with timings.phase("image"):
         start = load_image(req.image, settings) if req.image else None
         end = load_image(req.end_image, settings, field="end_image") if req.end_image else None
+    sound = load_sound(req, settings, timings) if req.audio else None
     loras = resolve_loras(req, settings, progress, timings)
-    params = video_params(job_id, req, start, end)
-    log.info("%s (model %s) %dx%d, %d frames at %g fps, %d steps, seed %d, %d LoRA(s), prompt %r (%d chars)",
-             wf.spec.name, req.model, params.width, params.height, params.length, params.fps, params.steps,
-             params.seed, len(loras), req.prompt[:40], len(req.prompt))
+    params = video_params(job_id, req, start, end, sound, wf)
+    log.info("%s (model %s) %dx%d, %d frames at %g fps in %d part(s), %d steps, seed %d, %d LoRA(s), prompt %r "
+             "(%d chars)", wf.spec.name, req.model, params.width, params.height, params.length, params.fps,
+             params.parts, params.steps, params.seed, len(loras), req.prompt[:40], len(req.prompt))
     uploads = []
     if start is not None and params.image_name:
         uploads.append(Upload(params.image_name, start.data, start.mime_type))
     if end is not None and params.end_image_name:
         uploads.append(Upload(params.end_image_name, end.data, end.mime_type))
+    if sound is not None and params.audio_name:
+        uploads.append(Upload(params.audio_name, sound.input.data, sound.input.mime_type))
     nodes = [lo.node() for lo in loras]
 
     def build(names: list[str]) -> Graph:
         return wf.build(_with_names(params, names), nodes)
 
     fields = video_fields(params, wf.spec.name, req.model)
+    if wf.spec.repeat is not None:
+        fields[f"{wf.spec.repeat.unit}s"] = params.parts
+    if sound is not None:
+        fields.update(audio=True, audio_start_s=round(params.audio_start_s, 3), audio_s=round(params.audio_s, 3))
     if loras:
         fields["loras"] = [lo.to_dict() for lo in loras]
     checks = video_checks(start, end, params, volume.to_dict(), loras)
+    if sound is not None:
+        checks["audio"] = {**sound.input.check(), "start_s": round(params.audio_start_s, 3),
+                           "used_s": round(params.audio_s, 3)}
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
-    return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(), default_phase="loading_models",
+    return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(params.parts), default_phase="loading_models",
                 checks=checks, fields=fields, last_frame=req.return_last_frame)
 
 
@@ -125,26 +138,57 @@ def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress,
                                   progress=report)
 
 
-def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None,
-                 end: PreparedImage | None) -> VideoParams:
+@dataclass(frozen=True)
+class Sound:
+    """A sound-to-video job's `audio`: the checked file and the part of it the video covers."""
+
+    input: AVInput
+    span: Span
+
+
+def load_sound(req: VideoRequest, settings: Settings, timings: Timed) -> Sound:
+    """`audio` read and measured, and the part of it the video covers (`audio_start_s`,
+    `duration_s`) checked against its length and MAX_AUDIO_S."""
+    with timings.phase("audio"):
+        found = load_av(req.audio, settings, "audio", "audio")
+        return Sound(found, pick_span(found, req.audio_start_s, req.duration_s, settings.max_audio_s,
+                                      "MAX_AUDIO_S", "audio_start_s", "duration_s"))
+
+
+def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, end: PreparedImage | None,
+                 sound: Sound | None = None, wf: Workflow | None = None) -> VideoParams:
     width, height = resolve_size(req, *((start.width, start.height) if start else (None, None)))
+    length, parts = req.length, 1
+    if sound is not None and wf is not None and wf.spec.timing is not None:
+        try:
+            length, parts = wf.spec.timing(wf, sound.span.duration_s)
+        except ValueError as exc:
+            raise WorkerError(INVALID_INPUT, f"Invalid input: `audio` is too long for one video: {exc}; "
+                                             "send a shorter part with `duration_s`.",
+                              {"errors": [{"field": "duration_s", "message": str(exc)}]}) from None
     return VideoParams(
         image_name=f"wan_{job_id}.{start.extension}" if start is not None else None,
         prompt=req.prompt, negative_prompt=req.negative_prompt,
         seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
-        width=width, height=height, length=req.length, fps=req.fps, steps=req.steps,  # type: ignore[arg-type]
+        width=width, height=height, length=length, fps=req.fps, steps=req.steps,  # type: ignore[arg-type]
         cfg=req.cfg, shift=req.shift, lora_strength=req.effective_lora_strength,  # type: ignore[arg-type]
         switch_step=req.switch_step, sampler=req.sampler, scheduler=req.scheduler,  # type: ignore[arg-type]
         filename_prefix=f"wan_{job_id}",
         end_image_name=f"wan_{job_id}_end.{end.extension}" if end is not None else None,
+        parts=parts,
+        audio_name=f"wan_{job_id}_audio{sound.input.extension}" if sound is not None else None,
+        audio_start_s=sound.span.start_s if sound is not None else 0.0,
+        audio_s=sound.span.duration_s if sound is not None else 0.0,
     )
 
 
+UPLOADED = ("image_name", "end_image_name", "audio_name")  # the params naming uploads, in upload order
+
+
 def _with_names(p: VideoParams, names: list[str]) -> VideoParams:
-    """The params with the names ComfyUI stored the uploads under (start image first, then end)."""
-    if p.image_name is None:
-        return p
-    return replace(p, image_name=names[0], end_image_name=names[1] if len(names) > 1 else p.end_image_name)
+    """The params with the names ComfyUI stored the uploads under (in the order of UPLOADED)."""
+    present = [key for key in UPLOADED if getattr(p, key)]
+    return replace(p, **dict(zip(present, names)))
 
 
 def video_fields(p: VideoParams, graph: str, model: str) -> dict[str, Any]:

@@ -76,6 +76,10 @@ LORA_LOW_T2V = _wan("loras", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.saf
 TI2V_5B = _wan("diffusion_models", "wan2.2_ti2v_5B_fp16.safetensors", int(10.0 * GB),
                "TI2V 5B model (text and image to video, one model)")
 VAE22 = _wan("vae", "wan2.2_vae.safetensors", int(1.41 * GB), "Wan 2.2 VAE (the 5B model's)")
+S2V_14B = _wan("diffusion_models", "wan2.2_s2v_14B_fp8_scaled.safetensors", int(16.4 * GB),
+               "S2V 14B model (sound and image to video)")
+WAV2VEC2 = _wan("audio_encoders", "wav2vec2_large_english_fp16.safetensors", int(0.63 * GB),
+                "wav2vec2 large audio encoder (the S2V model's sound features)")
 
 # Animate preprocessing (wan_worker.preprocess), run by the worker itself with onnxruntime, not by
 # ComfyUI: a person detector and a whole-body pose model, in a `detection` folder of their own.
@@ -87,7 +91,7 @@ PREPROCESS_FILES = (PERSON_DETECTOR, POSE_ESTIMATOR)
 
 MANIFEST: tuple[ModelFile, ...] = (HIGH_I2V, LOW_I2V, LORA_HIGH_I2V, LORA_LOW_I2V, TEXT_ENCODER, VAE21,
                                    HIGH_T2V, LOW_T2V, LORA_HIGH_T2V, LORA_LOW_T2V, TI2V_5B, VAE22,
-                                   *PREPROCESS_FILES)
+                                   S2V_14B, WAV2VEC2, *PREPROCESS_FILES)
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (
     ModelSet("t2v-14b", "text-to-video, model 14b (no `image`)",
              (HIGH_T2V, LOW_T2V, LORA_HIGH_T2V, LORA_LOW_T2V, TEXT_ENCODER, VAE21)),
     ModelSet("ti2v-5b", "text- and image-to-video, model 5b", (TI2V_5B, VAE22, TEXT_ENCODER)),
+    # The official S2V template applies the T2V high-noise 4-step LoRA to the S2V model (fast mode).
+    ModelSet("s2v-14b", "sound-to-video, model 14b (`audio` + `image`)",
+             (S2V_14B, WAV2VEC2, TEXT_ENCODER, VAE21, LORA_HIGH_T2V)),
     # Only the preprocessing files so far: the Animate model's own files join this set with its graph.
     ModelSet("animate-14b", "Animate from a plain driving video (`video`): its preprocessing", PREPROCESS_FILES),
 )}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import background
@@ -36,21 +37,50 @@ BANDS = {
 INTERVAL_S = 1.0
 
 
+@dataclass(frozen=True)
+class Phase:
+    """A phase that a graph of several parts (S2V chunks, Animate windows) goes through once per
+    part: its band is shared out between the parts, and updates say which part it is, e.g.
+    `{"phase": "sampling", "chunk": 2, "chunks": 3, "step": 1, "steps": 4, "percent": 40}`."""
+
+    name: str
+    part: int
+    parts: int
+    unit: str  # "chunk", "window"
+
+    def detail(self) -> dict[str, int]:
+        return {self.unit: self.part, f"{self.unit}s": self.parts}
+
+    def percent(self, done: float = 0.0) -> int:
+        """Where `done` (0..1) of this part sits on the job's scale."""
+        low, high = BANDS.get(self.name, (0, 100))
+        return round(low + (high - low) * (self.part - 1 + done) / self.parts)
+
+
+def _key(phase: str | Phase) -> tuple[int, int]:
+    """Phases only move forward along this key: band, then part."""
+    if isinstance(phase, Phase):
+        return BANDS.get(phase.name, (0, 0))[0], phase.part
+    return BANDS.get(phase, (0, 0))[0], 0
+
+
 def _timer(delay: float, fn: Callable[[], None]) -> Callable[[], None]:
     """On the worker's one background thread: a thread per pending update cost ~1.7 ms a job."""
     return background.schedule(delay, fn)
 
 
 class Progress:
-    """Turns events into throttled updates. `phases` maps node ids to phase names; nodes not in it
-    count as `default_phase`. Use as a context manager: leaving it drops any pending update."""
+    """Turns events into throttled updates. `phases` maps node ids to phase names (or per-part
+    `Phase`s); nodes not in it count as `default_phase`. Use as a context manager: leaving it drops
+    any pending update."""
 
-    def __init__(self, send: Send, phases: dict[str, str] | None = None,
+    def __init__(self, send: Send, phases: dict[str, str | Phase] | None = None,
                  default_phase: str = "loading_models", interval_s: float = INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic, schedule: Schedule = _timer) -> None:
         self.send, self.phases, self.default_phase = send, phases or {}, default_phase
         self.interval_s, self.clock, self.schedule = interval_s, clock, schedule
         self.state: dict[str, Any] = {}
+        self.at: str | Phase | None = None  # the phase the state is in
         self.sent_state: dict[str, Any] | None = None
         self.last_sent: float | None = None
         self.cancel_pending: Callable[[], None] | None = None
@@ -66,13 +96,17 @@ class Progress:
             if self.cancel_pending:
                 self.cancel_pending()
 
-    def follow(self, phases: dict[str, str], default_phase: str) -> None:
+    def follow(self, phases: dict[str, str | Phase], default_phase: str) -> None:
         """Which node ids start which phase, for the graph about to run."""
         self.phases, self.default_phase = phases, default_phase
 
-    def phase(self, name: str, **detail: Any) -> None:
+    def phase(self, name: str | Phase, **detail: Any) -> None:
         """Enter a phase; `detail` (e.g. bytes downloaded) rides along in the update."""
-        self._update({"phase": name, "percent": BANDS.get(name, (0, 0))[0], **detail})
+        self.at = name
+        if isinstance(name, Phase):
+            self._update({"phase": name.name, **name.detail(), "percent": name.percent(), **detail})
+        else:
+            self._update({"phase": name, "percent": BANDS.get(name, (0, 0))[0], **detail})
 
     def preprocessing(self, done: int, total: int) -> None:
         """Frames preprocessed so far (wan_worker.preprocess's `progress` callback): an update like
@@ -84,25 +118,29 @@ class Progress:
     def on_event(self, event: dict[str, Any]) -> None:
         kind, data = event.get("type"), event.get("data") or {}
         if kind == "executing" and data.get("node") is not None:
-            name = self.phases.get(str(data["node"]), self.default_phase)
-            if self._forward(name):
-                self.phase(name)
+            at = self.phases.get(str(data["node"]), self.default_phase)
+            if self._forward(at):
+                self.phase(at)
         elif kind == "progress" and data.get("max"):
-            name = self.phases.get(str(data.get("node")), self.default_phase)
-            if name != self.state.get("phase") and not self._forward(name):
+            at = self.phases.get(str(data.get("node")), self.default_phase)
+            if at != self.at and not self._forward(at):
                 return
+            self.at = at
             step, steps = int(data["value"]), int(data["max"])
-            low, high = BANDS.get(name, (0, 100))
-            self._update({"phase": name, "step": step, "steps": steps,
+            if isinstance(at, Phase):
+                self._update({"phase": at.name, **at.detail(), "step": step, "steps": steps,
+                              "percent": at.percent(step / steps)})
+                return
+            low, high = BANDS.get(at, (0, 100))
+            self._update({"phase": at, "step": step, "steps": steps,
                           "percent": round(low + (high - low) * step / steps)})
 
-    def _forward(self, name: str) -> bool:
+    def _forward(self, at: str | Phase) -> bool:
         """Phases only move forward: ComfyUI loads the low-noise model after high-noise sampling,
-        which must not send the job back to `loading_models` and 0 %."""
-        current = self.state.get("phase")
-        if current is None:
+        which must not send the job back to `loading_models` and 0 %; chunk 2 follows chunk 1."""
+        if self.at is None:
             return True
-        return name != current and BANDS.get(name, (0, 0))[0] >= BANDS.get(current, (0, 0))[0]
+        return at != self.at and _key(at) >= _key(self.at)
 
     def _update(self, state: dict[str, Any]) -> None:
         with self.lock:

@@ -1,5 +1,5 @@
-"""Job input -> a typed request: a video job (image-to-video, first-last-frame, text-to-video; model
-14b or 5b) or workflow mode (worker-comfyui compatible).
+"""Job input -> a typed request: a video job (image-to-video, first-last-frame, text-to-video,
+sound-to-video; model 14b or 5b) or workflow mode (worker-comfyui compatible).
 
 Pydantic does the checking (strict types, unknown fields refused) and every failure becomes one
 INVALID_INPUT error that names the field. Values are never echoed back: an `image` field may hold
@@ -16,7 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from .errors import INVALID_INPUT, WorkerError
-from .graphs import ASPECT_RATIOS, VIDEO_MODELS, VideoModel, spec_for
+from .graphs import ASPECT_RATIOS, VideoModel, spec_for
 from .workflow import GraphSpec
 
 # What ComfyUI 0.3.64's KSamplerAdvanced accepts (its /object_info); anything else it would reject.
@@ -125,13 +125,16 @@ class LoraEntry(_Strict):
 
 class VideoRequest(_Common):
     """A video through a bundled Wan2.2 graph: `model` 14b (with `image` image-to-video, with
-    `end_image` too first-last-frame, without `image` text-to-video) or 5b (`image` optional).
-    Defaults come from the model (graphs.VideoModel); fields the chosen graph cannot use are
-    refused by name (GraphSpec.refuses), never ignored."""
+    `end_image` too first-last-frame, with `audio` sound-to-video, without `image` text-to-video) or
+    5b (`image` optional). Defaults come from the graph's model (graphs.VideoModel); fields the
+    chosen graph cannot use are refused by name (GraphSpec.refuses), never ignored."""
 
     model: Literal["14b", "5b"] = "14b"
     image: str | None = Field(default=None, min_length=1)
     end_image: str | None = Field(default=None, min_length=1)
+    audio: str | None = Field(default=None, min_length=1)
+    audio_start_s: float | None = Field(default=None, ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
@@ -191,16 +194,16 @@ class VideoRequest(_Common):
     @property
     def spec(self) -> GraphSpec:
         """The bundled graph this job runs."""
-        return spec_for(self.model, self.image is not None, self.end_image is not None)
+        return spec_for(self.model, self.image is not None, self.end_image is not None, self.audio is not None)
 
     @property
     def video_model(self) -> VideoModel:
-        return VIDEO_MODELS[self.model]
+        return self.spec.video_model  # type: ignore[no-any-return]
 
     @property
     def effective_lora_strength(self) -> float:
         """LightX2V LoRAs only belong to 14b's fast mode; quality mode (and 5b) runs without them."""
-        return self.lora_strength if self.fast and self.video_model.has_experts else 0.0
+        return self.lora_strength if self.fast and self.video_model.fast_lora else 0.0
 
 
 I2VRequest = VideoRequest  # its name before text-to-video and the 5B model
@@ -323,6 +326,12 @@ def _check_video(req: VideoRequest) -> None:
         if name in sent:
             raise invalid(name, why)
     vm = req.video_model
+    for name, why in vm.fixed.items():
+        if name in sent and getattr(req, name) != vm.defaults[name]:
+            raise invalid(name, why)
+    if req.audio is not None and req.image is None:
+        raise invalid("image", "is required for sound-to-video: the person or scene that moves to `audio` "
+                               "(base64, a data URI or an https URL)")
     if "aspect_ratio" in sent and req.image is not None:
         raise invalid("aspect_ratio", "is for text-to-video (no `image`); with an image the video follows "
                                       "the image's aspect ratio: remove it, or set width/height")

@@ -37,6 +37,7 @@ class Settings:
     # Workflow mode's video and audio inputs (images keep MAX_IMAGE_BYTES); ComfyUI's own upload
     # limit is 100 MB.
     max_input_mb: float = 100.0
+    max_audio_s: float = 60.0  # sound-to-video: the longest part of `audio` one job may cover
     # LoRAs given by URL: downloaded once into a folder ComfyUI's `loras` search path includes.
     lora_cache_dir: str = ""  # empty: <first existing loras folder>/wan-worker-cache
     max_lora_mb: float = 2048.0
@@ -131,7 +132,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise WorkerError(
             STARTUP_FAILED,
             "Setting WORKFLOW_PATH is no longer read; set WORKFLOWS_DIR to a folder holding wan22_i2v.json, "
-            "wan22_flf2v.json, wan22_t2v.json and wan22_ti2v_5b.json, or unset it to use the bundled graphs.",
+            "wan22_flf2v.json, wan22_t2v.json, wan22_ti2v_5b.json and wan22_s2v.json, or unset it to use the "
+            "bundled graphs.",
             {"setting": "WORKFLOW_PATH"},
         )
     if "COMFY_HOST" not in env and "COMFY_PORT" in env:

@@ -5,6 +5,9 @@ how a job's values are written) is a `GraphSpec` (see graphs.py); this module on
 load any spec's file and apply it. Nodes are found by their `_meta.title` (the role), never by node
 id, so a graph can be re-exported from ComfyUI with new ids as long as the titles stay. A missing
 or ambiguous role is a start-up error, reported to every job instead of a crash loop.
+
+Graphs whose length varies per job (S2V's chunks, Animate's windows) hold their repeated block once
+(`Repeat`); `repeat_block` removes it or copies it to the job's number of parts.
 """
 from __future__ import annotations
 
@@ -15,8 +18,26 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import STARTUP_FAILED, WorkerError
+from .progress import Phase
 
 Graph = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A block of titled nodes that a job repeats as often as it needs: one more S2V chunk, one more
+    Animate window. The graph file holds the block once, wired after the part it continues, so it
+    opens in ComfyUI as a two-part job.
+
+    `feeds` names each node outside the block that the block reads as "the part before" (S2V: the
+    first sampler's latent; Animate: the first window's images and WanAnimateToVideo) and the block
+    node that the next copy reads in its place, at the same output slot. Nodes after the block read
+    the last copy; with one part the block goes and they read the `feeds` nodes instead.
+    """
+
+    block: tuple[str, ...]  # the roles of the block's nodes
+    feeds: Mapping[str, str]  # role outside the block -> block role the next copy reads instead
+    unit: str  # what progress calls one part: "chunk", "window"
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,10 @@ class GraphSpec:
     model_set: str = "i2v-14b"  # the models.MODEL_SETS entry whose files this graph loads
     video_model: Any = None  # graphs.VideoModel: the defaults and sizes of the model it runs
     refuses: Mapping[str, str] = field(default_factory=dict)  # job field -> why this graph cannot use it
+    repeat: Repeat | None = None  # the block a job repeats (params.parts parts in all)
+    # (workflow, seconds of the input that drives the video: S2V's sound) -> (frames, parts);
+    # None: the job's `length` decides, in one part
+    timing: Callable[["Workflow", float], tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,9 +79,25 @@ class Workflow:
     def inputs(self, graph: Graph, role: str) -> dict[str, Any]:
         return graph[self.roles[role]]["inputs"]
 
-    def phases(self) -> dict[str, str]:
-        """node id -> progress phase, for the nodes that start a new phase."""
-        return {self.roles[role]: phase for role, phase in self.spec.phases.items()}
+    def phases(self, parts: int = 1) -> dict[str, str | Phase]:
+        """node id -> progress phase, for the nodes that start a new phase. In a repeated graph a
+        phase that the block has too (sampling) is counted per part: `Phase(name, part, parts, unit)`."""
+        rep = self.spec.repeat
+        if rep is None:
+            return {self.roles[role]: phase for role, phase in self.spec.phases.items()}
+        in_block = {self.spec.phases[r] for r in rep.block if r in self.spec.phases}
+        out: dict[str, str | Phase] = {}
+        for role, phase in self.spec.phases.items():
+            node = self.roles[role]
+            if role in rep.block:
+                if parts >= 2:
+                    out[node] = Phase(phase, 2, parts, rep.unit)
+                    out.update({copy_id(node, k): Phase(phase, k, parts, rep.unit) for k in range(3, parts + 1)})
+            elif phase in in_block:
+                out[node] = Phase(phase, 1, parts, rep.unit)
+            else:
+                out[node] = phase
+        return out
 
     def default(self, role: str, key: str) -> Any:
         return self.inputs(self.graph, role)[key]
@@ -71,7 +112,80 @@ class Workflow:
         self.spec.apply(self, g, params)
         for expert, after in self.spec.lora_after.items():
             chain_loras(g, self.roles[after], [lo for lo in loras if lo.expert == expert], expert)
+        if self.spec.repeat is not None:
+            repeat_block(g, self.roles, self.spec.repeat, params.parts)
         return g
+
+
+def copy_id(node_id: str, part: int) -> str:
+    """The id of a block node's copy for part 3, 4, ... (the block itself is part 2)."""
+    return f"{node_id}:{part}"
+
+
+def _links_to(node: dict[str, Any], source: str) -> bool:
+    return any(isinstance(v, list) and len(v) == 2 and v[0] == source for v in node["inputs"].values())
+
+
+def _readers(g: Graph, ids: set[str]) -> list[tuple[str, str, str, int]]:
+    """(node, input, source, slot) for every link into one of `ids` from a node outside them."""
+    return [(nid, key, value[0], value[1]) for nid, node in g.items() if nid not in ids
+            for key, value in node["inputs"].items()
+            if isinstance(value, list) and len(value) == 2 and value[0] in ids]
+
+
+def repeat_block(g: Graph, roles: Mapping[str, str], rep: Repeat, parts: int) -> None:
+    """Give the graph `parts` parts: remove the block (1), keep it (2), or chain copies after it.
+
+    Values are set on the block before this runs (GraphSpec.apply), so every copy has them. Copies
+    get ids `<id>:<part>` and titles `<title> <part>`; their links inside the block go to their own
+    copies, their `feeds` links to the copy before them.
+    """
+    if parts < 1:
+        raise ValueError(f"a graph needs at least one part, not {parts}")
+    block = {roles[r] for r in rep.block}
+    feeds = {roles[outside]: roles[inside] for outside, inside in rep.feeds.items()}
+    after = _readers(g, block)
+    if parts == 1:
+        back = {inside: outside for outside, inside in feeds.items()}
+        for nid in block:
+            del g[nid]
+        for nid, key, source, slot in after:
+            g[nid]["inputs"][key] = [back[source], slot]
+        return
+    last = {nid: nid for nid in block}
+    for part in range(3, parts + 1):
+        here = {nid: copy_id(nid, part) for nid in block}
+        for nid in block:
+            node = copy.deepcopy(g[nid])
+            for key, value in node["inputs"].items():
+                if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                    if value[0] in block:
+                        node["inputs"][key] = [here[value[0]], value[1]]
+                    elif value[0] in feeds:
+                        node["inputs"][key] = [last[feeds[value[0]]], value[1]]
+            meta = node.setdefault("_meta", {})
+            meta["title"] = f"{meta.get('title', node['class_type'])} {part}"
+            g[here[nid]] = node
+        last = here
+    for nid, key, source, slot in after:
+        g[nid]["inputs"][key] = [last[source], slot]
+
+
+def check_repeat(graph: Graph, roles: Mapping[str, str], rep: Repeat, path: Path) -> None:
+    """At load: the block can be removed (whatever reads it from outside is a `feeds` node's stand-in)
+    and chained (every `feeds` node is read by the block)."""
+    block = {roles[r] for r in rep.block}
+    for outside, inside in rep.feeds.items():
+        if inside not in rep.block or outside in rep.block:
+            raise _fail(path, f"repeat feed {outside!r} -> {inside!r} must lead from outside the block into it")
+    stand_ins = {roles[inside] for inside in rep.feeds.values()}
+    for nid, key, source, _slot in _readers(graph, block):
+        if source not in stand_ins:
+            raise _fail(path, f"node {nid!r} reads {graph[source]['_meta']['title']!r} of the repeated block "
+                              f"(input {key!r}), which has no stand-in when the block is removed")
+    for outside in rep.feeds:
+        if not any(_links_to(graph[nid], roles[outside]) for nid in block):
+            raise _fail(path, f"the repeated block never reads {outside!r}, so its copies cannot chain")
 
 
 def chain_loras(g: Graph, after: str, loras: Sequence[LoraNode], expert: str) -> None:
@@ -129,7 +243,10 @@ def load_workflow(spec: GraphSpec, directory: Path) -> Workflow:
         raise _fail(path, f"cannot read it as JSON ({exc})") from None
     if not isinstance(graph, dict) or "nodes" in graph:
         raise _fail(path, "it is not in ComfyUI's API format (export it with 'Export (API)')")
-    return Workflow(spec=spec, graph=graph, roles=find_roles(graph, path, spec.roles), path=str(path))
+    roles = find_roles(graph, path, spec.roles)
+    if spec.repeat is not None:
+        check_repeat(graph, roles, spec.repeat, path)
+    return Workflow(spec=spec, graph=graph, roles=roles, path=str(path))
 
 
 def isolate_outputs(graph: Graph, folder: str) -> Graph:

@@ -24,8 +24,9 @@ def test_entrypoint_runs_the_real_comfyui(entrypoint, real_comfy: RealComfy, tmp
     wait_for("ComfyUI", lambda: requests.get(f"{run.comfy}/system_stats", timeout=2).json(), START_S, run)
     run.wait_api()
     log = run.log()
-    assert "All 12 model files are present and complete." in log  # every file of every set
+    assert "All 16 model files are present and complete." in log  # every file of every set
     assert "This volume can serve: image-to-video" in log and "[t2v-14b]" in log and "[ti2v-5b]" in log
+    assert "[s2v-14b]" in log
     assert "[comfyui] ComfyUI version:" in log and "IMPORT FAILED" not in log
     stats = requests.get(f"{run.comfy}/system_stats", timeout=5).json()
     argv = stats["system"]["argv"]

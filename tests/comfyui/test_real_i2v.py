@@ -129,7 +129,7 @@ def test_the_models_check_and_comfyui_agree(real_env, real_comfy: RealComfy):
     assert dry["checks"]["models"]["ok"], dry["checks"]["models"]
     assert {f["path"] for f in dry["checks"]["models"]["files"]} == {
         str(real_comfy.models / m.folder / m.name) for m in MODEL_SETS["i2v-14b"].files}
-    assert all(s["complete"] for s in dry["checks"]["model_sets"].values()) and len(dry["checks"]["model_sets"]) == 3
+    assert all(s["complete"] for s in dry["checks"]["model_sets"].values()) and len(dry["checks"]["model_sets"]) == 4
 
     vae = next(m for m in MANIFEST if m.folder == "vae")
     path = real_comfy.models / vae.folder / vae.name

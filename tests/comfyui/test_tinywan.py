@@ -1,6 +1,7 @@
 """tests/tinywan against ComfyUI's own model code: the layouts we write by hand are exactly the
-state dicts of ComfyUI's WanModel (I2V and T2V experts, the TI2V 5B model), its Wan 2.1 VAE and its
-Wan 2.2 VAE (as sd.py configures each), and the files are deterministic from a seed."""
+state dicts of ComfyUI's WanModel (I2V and T2V experts, the TI2V 5B model), its WanModel_S2V, its
+Wan 2.1 VAE and its Wan 2.2 VAE (as sd.py configures each), its wav2vec2 large audio encoder (as
+audio_encoders.py configures it), and the files are deterministic from a seed."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,8 @@ sys.path.insert(0, {src!r})
 import comfy.cli_args
 comfy.cli_args.args.cpu = True  # no GPU here; ComfyUI's device probe must not look for one
 import comfy.ops
-from comfy.ldm.wan.model import WanModel
+from comfy.ldm.wan.model import WanModel, WanModel_S2V
+from comfy.audio_encoders.wav2vec2 import Wav2Vec2Model
 from comfy.ldm.wan.vae import WanVAE
 from comfy.ldm.wan.vae2_2 import WanVAE as WanVAE22
 import torch
@@ -33,6 +35,13 @@ def dit(in_dim, out_dim):
                     ffn_dim=tw.FFN, freq_dim=tw.FREQ_DIM, text_dim=tw.TEXT_DIM, out_dim=out_dim, num_heads=1,
                     num_layers=tw.LAYERS, device="meta", operations=comfy.ops.disable_weight_init)
 
+with torch.device("meta"):
+    s2v = WanModel_S2V(patch_size=(1, 2, 2), text_len=512, in_dim=tw.T2V_IN_DIM, dim=tw.DIM, ffn_dim=tw.FFN,
+                       freq_dim=tw.FREQ_DIM, text_dim=tw.TEXT_DIM, out_dim=tw.OUT_DIM, num_heads=1,
+                       num_layers=tw.LAYERS, operations=comfy.ops.disable_weight_init)
+    w2v = Wav2Vec2Model(embed_dim=1024, num_heads=16, num_layers=24, conv_norm=True, conv_bias=True,
+                        do_normalize=True, do_stable_layer_norm=True, operations=comfy.ops.manual_cast)
+w2v_small, w2v_big = tw.wav2vec2_shapes()
 config = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
               dropout=0.0)
 vae = WanVAE(dim=96, z_dim=16, **config)
@@ -44,6 +53,8 @@ pairs = {{
     "ti2v 5B": (dit(tw.TI2V_DIM, tw.TI2V_DIM), tw.dit_shapes(tw.TI2V_DIM, tw.TI2V_DIM)),
     "vae 2.1": (vae, tw.vae21_shapes()),
     "vae 2.2": (vae22, tw.vae22_shapes()),
+    "s2v": (s2v, tw.s2v_shapes()),
+    "wav2vec2 large": (w2v, {{**w2v_small, **w2v_big}}),
 }}
 print(json.dumps({{name: [shapes(m), {{k: list(v) for k, v in ours.items()}}] for name, (m, ours) in pairs.items()}}))
 """
@@ -74,6 +85,6 @@ def test_files_are_deterministic_from_the_seed(tmp_path: Path):
         return digests(folder)
 
     first, again, other = make(tmp_path / "a", 1), make(tmp_path / "b", 1), make(tmp_path / "c", 2)
-    assert len(first) == 12 and first == again  # every file of every set
+    assert len(first) == 14 and first == again  # every safetensors file of every set (the 2 ONNX files are placeholders)
     # the text encoder holds no random weights (norms 1, biases 0, zeros): only it may repeat
     assert [k for k in first if first[k] == other[k]] == ["text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"]

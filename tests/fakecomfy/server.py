@@ -111,7 +111,8 @@ MODEL_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pk
 MODEL_WIDGETS = {("UNETLoader", "unet_name"): "diffusion_models", ("LoraLoaderModelOnly", "lora_name"): "loras",
                  ("LoraLoader", "lora_name"): "loras", ("CLIPLoader", "clip_name"): "text_encoders",
                  ("VAELoader", "vae_name"): "vae", ("CLIPVisionLoader", "clip_name"): "clip_vision",
-                 ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints"}
+                 ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
+                 ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders"}
 IMAGE_UPLOAD_WIDGETS = (("LoadImage", "image"), ("LoadImageMask", "image"))
 # Sampler nodes report per-step `progress` messages.
 SAMPLERS = {"KSamplerAdvanced", "KSampler"}

@@ -7,7 +7,7 @@ body, with the worker's fields under `input` and the client's beside it:
 
 The envelope exists because `output` inside a job input already means the worker's delivery mode
 (base64/s3/auto); the file name belongs to the client, so it sits outside. Image paths are read
-relative to the jobs file; output paths relative to --out-dir.
+relative to the jobs file (so are `audio` files); output paths relative to --out-dir.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from .runner import Interrupted, WaitExpired, WaitOptions, run_job
 log = logging.getLogger("wan_worker.client")
 
 ENVELOPE_KEYS = {"input", "output", "last_frame", "name"}
-IMAGE_FIELDS = ("image", "end_image")
+FILE_FIELDS = ("image", "end_image", "audio")  # a local path here is sent as base64
 
 
 @dataclass
@@ -87,9 +87,9 @@ def parse_line(n: int, text: str, path: Path, defaults: dict[str, Any], out_dir:
     else:
         job_input, client = dict(obj), {}
     name = str(client.get("name") or Path(str(client.get("output") or f"{path.stem}-{n}")).stem)
-    for key in IMAGE_FIELDS:
+    for key in FILE_FIELDS:
         if isinstance(job_input.get(key), str):
-            job_input[key] = image_value(job_input[key], path.parent, must_exist=False)
+            job_input[key] = image_value(job_input[key], path.parent, must_exist=False, what=key)
     merged = {**defaults, **job_input}
     last_frame = out_dir / client["last_frame"] if client.get("last_frame") else None
     if last_frame is not None:

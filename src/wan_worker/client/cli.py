@@ -48,7 +48,7 @@ FIELDS = {
     "length": "length", "fps": "fps", "steps": "steps", "cfg": "cfg", "shift": "shift",
     "switch_step": "switch_step", "sampler": "sampler", "scheduler": "scheduler",
     "lora_strength": "lora_strength", "resolution": "resolution", "model": "model",
-    "output_mode": "output", "timeout": "timeout_s",
+    "output_mode": "output", "timeout": "timeout_s", "audio_start": "audio_start_s", "duration": "duration_s",
 }
 
 
@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     job = p.add_argument_group("job fields (sent only when given; the worker checks them)")
     job.add_argument("--end-image", metavar="IMAGE", help="end_image: the last frame to aim for (file or URL)")
+    job.add_argument("--audio", metavar="FILE",
+                     help="audio: sound-to-video, IMAGE moves to this sound (WAV, MP3, FLAC, OGG, M4A; file or URL)")
+    job.add_argument("--audio-start", type=float, metavar="SECONDS", help="audio_start_s: where in --audio to start")
+    job.add_argument("--duration", type=float, metavar="SECONDS", help="duration_s: how much of --audio to cover")
     job.add_argument("--lora", action="append", default=[], metavar="NAME[:STRENGTH]",
                      help="loras[]: a LoRA file for both experts, or HIGH,LOW[:STRENGTH] for one per "
                           "expert; repeatable (the worker takes up to 4)")
@@ -152,8 +156,9 @@ def parse_lora(text: str) -> dict[str, Any]:
     raise UsageError(f"--lora {text!r}: give NAME[:STRENGTH] or HIGH,LOW[:STRENGTH]")
 
 
-def image_value(value: str, base_dir: Path | None = None, *, must_exist: bool = True) -> str:
-    """An image for the job: URLs and data URIs as given, a local file as base64.
+def image_value(value: str, base_dir: Path | None = None, *, must_exist: bool = True, what: str = "image") -> str:
+    """An image (or another input file: `what`) for the job: URLs and data URIs as given, a local
+    file as base64.
 
     With `must_exist=False` (batch files) a value that is not a file passes through, so a line may
     also hold base64 itself; on the command line a missing file is an error.
@@ -169,7 +174,7 @@ def image_value(value: str, base_dir: Path | None = None, *, must_exist: bool = 
         if not must_exist:
             return value
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "cannot be read"
-        raise UsageError(f"image {value!r}: {reason}") from None
+        raise UsageError(f"{what} {value!r}: {reason}") from None
     return base64.b64encode(data).decode("ascii")
 
 
@@ -191,6 +196,8 @@ def common_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields = {name: getattr(args, dest) for dest, name in FIELDS.items() if getattr(args, dest) is not None}
     if args.end_image:
         fields["end_image"] = image_value(args.end_image)
+    if args.audio:
+        fields["audio"] = image_value(args.audio, what="audio")
     if args.lora:
         fields["loras"] = [parse_lora(text) for text in args.lora]
     if args.quality:

@@ -47,6 +47,7 @@ class State:
     step: int | None = None
     steps: int | None = None
     percent: float | None = None
+    part: str | None = None  # "chunk 2/3", "window 1/4": graphs made of parts (S2V, Animate)
 
     @classmethod
     def from_status(cls, body: dict[str, Any]) -> "State":
@@ -55,18 +56,29 @@ class State:
         if status != "IN_PROGRESS" or not isinstance(out, dict) or "phase" not in out:
             return cls(status)
         return cls(status, str(out["phase"]), _int(out.get("step")), _int(out.get("steps")),
-                   _num(out.get("percent")))
+                   _num(out.get("percent")), _part(out))
 
     def text(self) -> str:
-        """`queued`, `sampling (high noise) 2/4`, `completed`."""
+        """`queued`, `sampling (high noise) 2/4`, `sampling chunk 2/3 1/4`, `completed`."""
         if self.phase is None:
             return STATUS_NAMES.get(self.status, self.status.lower())
         name = PHASE_NAMES.get(self.phase, self.phase.replace("_", " "))
+        if self.part:
+            name = f"{name} {self.part}"
         return f"{name} {self.step}/{self.steps}" if self.step is not None and self.steps else name
 
     def line_key(self) -> tuple[Any, ...]:
-        """What makes a new plain line: a new status, phase or step (not a repeated poll)."""
-        return (self.status, self.phase, self.step)
+        """What makes a new plain line: a new status, phase, part or step (not a repeated poll)."""
+        return (self.status, self.phase, self.part, self.step)
+
+
+def _part(out: dict[str, Any]) -> str | None:
+    """`chunk 2/3` from `{"chunk": 2, "chunks": 3}` (or window/windows)."""
+    for unit in ("chunk", "window"):
+        part, parts = _int(out.get(unit)), _int(out.get(f"{unit}s"))
+        if part is not None and parts:
+            return f"{unit} {part}/{parts}"
+    return None
 
 
 def human_size(n: int) -> str:

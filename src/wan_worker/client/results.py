@@ -230,6 +230,12 @@ def _shape(out: dict[str, Any]) -> str:
         text += f", {out['length']} frames at {out['fps']:g} fps"
     if "duration_s" in out:
         text += f" = {out['duration_s']:g} s"
+    for unit in ("chunk", "window"):  # graphs made of parts (sound-to-video's chunks)
+        count = out.get(f"{unit}s")
+        if isinstance(count, int):
+            text += f" in {count} {unit}{'s' if count != 1 else ''}"
+    if out.get("audio") is True:
+        text += ", with sound"
     return text
 
 
