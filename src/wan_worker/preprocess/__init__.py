@@ -8,7 +8,9 @@ style), face (512x512 crops), mask (grown, blocky), geometry (letterbox), video 
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Sequence
 
@@ -90,12 +92,14 @@ def preprocess(frames: Iterable[np.ndarray], *, width: int, height: int,
     filled = _fill(poses)
     fit = Fit.of(frames[0].shape[1], frames[0].shape[0], width, height)
     canvas_poses = [p.mapped(fit.points) for p in filled]
-    result = Preprocessed(
-        pose=[draw_pose(p, width, height) for p in canvas_poses],
-        face=face_frames(frames, poses),
-        mask=[person_mask(p, width, height) for p in canvas_poses] if mode == "replace" else None,
-        background=[fit.image(f) for f in frames] if mode == "replace" else None,
-        found=found, seconds=time.monotonic() - start)
+    # The drawing is CPU work per frame (Pillow and numpy release the GIL for most of it): threads.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        pose = list(pool.map(lambda p: draw_pose(p, width, height), canvas_poses))
+        face = face_frames(frames, poses, pool.map)
+        mask = list(pool.map(lambda p: person_mask(p, width, height), canvas_poses)) if mode == "replace" else None
+        background = list(pool.map(fit.image, frames)) if mode == "replace" else None
+    result = Preprocessed(pose=pose, face=face, mask=mask, background=background, found=found,
+                          seconds=time.monotonic() - start)
     log.info("preprocessed %d frames (person in %d) on %s in %.1f s", len(frames), found, providers[0],
              result.seconds)
     return result

@@ -7,7 +7,7 @@ last crop (before the first face: the first one).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -50,16 +50,12 @@ def smooth(boxes: Sequence[np.ndarray | None], window: int = SMOOTH) -> list[np.
     return out
 
 
-def face_frames(frames: Sequence[np.ndarray], poses: Sequence[Pose | None]) -> list[np.ndarray]:
-    """One 512x512 face crop per frame (black frames when no face is seen in the whole video)."""
+def face_frames(frames: Sequence[np.ndarray], poses: Sequence[Pose | None],
+                map_: Callable[..., Iterable[Any]] = map) -> list[np.ndarray]:
+    """One 512x512 face crop per frame (black frames when no face is seen in the whole video);
+    `map_` may be a thread pool's map."""
     boxes = smooth([face_box(p) for p in poses])
-    crops: list[np.ndarray | None] = []
-    for frame, box in zip(frames, boxes):
-        if box is None:
-            crops.append(None)
-            continue
-        cx, cy, side = (float(v) for v in box)
-        crops.append(crop(frame, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), (SIZE, SIZE)))
+    crops: list[np.ndarray | None] = list(map_(_crop_face, frames, boxes))
     first = next((c for c in crops if c is not None), np.zeros((SIZE, SIZE, 3), np.uint8))
     last = first
     filled = []
@@ -67,3 +63,10 @@ def face_frames(frames: Sequence[np.ndarray], poses: Sequence[Pose | None]) -> l
         last = c if c is not None else last
         filled.append(last)
     return filled
+
+
+def _crop_face(frame: np.ndarray, box: np.ndarray | None) -> np.ndarray | None:
+    if box is None:
+        return None
+    cx, cy, side = (float(v) for v in box)
+    return crop(frame, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), (SIZE, SIZE))
