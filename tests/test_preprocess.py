@@ -245,6 +245,8 @@ def test_mp4_encoding_round_trips(models: PoseModels) -> None:
     assert faces[0].shape == (512, 512, 3)
     masks = _decode(result.mp4("mask"))
     assert np.abs(masks[0][..., 0].astype(int) - result.mask[0]).mean() < 3
+    assert set(result.videos()) == {"pose_video", "face_video", "background_video", "mask_video"}
+    assert set(run(models, frames(2)).videos()) == {"pose_video", "face_video"}
     grey = [np.full((32, 48), v, np.uint8) for v in (0, 128, 255)]
     assert [int(f.mean()) for f in _decode(encode_mp4(grey))] == pytest.approx([0, 128, 255], abs=3)
     with pytest.raises(ValueError):

@@ -55,6 +55,13 @@ class Preprocessed:
             raise ValueError(f"no {which} frames: they are made in replace mode only")
         return encode_mp4(frames, fps)
 
+    def videos(self, fps: int = FPS) -> dict[str, bytes]:
+        """MP4 bytes under the Animate job fields they stand in for: pose_video, face_video and, in
+        replace mode, background_video and mask_video (the background letterboxed like the mask, so
+        the two line up)."""
+        kinds = ("pose", "face") + (("background", "mask") if self.mask is not None else ())
+        return {f"{kind}_video": self.mp4(kind, fps) for kind in kinds}
+
 
 def preprocess(frames: Iterable[np.ndarray], *, width: int, height: int,
                mode: Literal["move", "replace"] = "move", person: int | None = None,
