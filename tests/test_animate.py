@@ -296,6 +296,7 @@ def private_server_url() -> str:
     (move(video=b64(video_file("MP4", 16)[:200])), "video", "cannot be read as video"),
     (move(video=b64(audio_file("M4A", 1.0))), "video", "sound only"),
     (move(video="data:video/mp4;base64,"), "video", "video"),
+    (move(video=b64(video_file("WEBM", frames=0, audio_seconds=1.0))), "video", "holds no frames"),
     (move(video=private_server_url()), "video", "non-public address"),
     (move(video=clip(31 * 16)), "video", "limit of 30 s (MAX_VIDEO_S)"),
     (move(pose_video=None), "pose_video", "is missing"),
