@@ -58,6 +58,7 @@ class Plan:
     checks: dict[str, Any] = field(default_factory=dict)  # what a dry run reports
     fields: dict[str, Any] = field(default_factory=dict)  # extra result fields (seed, size, loras...)
     last_frame: bool = False
+    beside: dict[str, bytes] = field(default_factory=dict)  # result key -> MP4 (return_preprocessed)
 
     @property
     def upload_names(self) -> list[str]:
@@ -135,8 +136,10 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         checks.update(driving.checks())
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
+    beside = ({f: driving.controls[f][1] for f in ("pose_video", "face_video")}
+              if driving is not None and driving.made and req.return_preprocessed and not req.dry_run else {})
     return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(params.parts), default_phase="loading_models",
-                checks=checks, fields=fields, last_frame=req.return_last_frame)
+                checks=checks, fields=fields, last_frame=req.return_last_frame, beside=beside)
 
 
 def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress, timings: Timed,
