@@ -302,6 +302,7 @@ def private_server_url() -> str:
     (move(pose_video=None), "pose_video", "is missing"),
     (move(face_video=None), "face_video", "send both `pose_video` and `face_video`, or neither"),
     (move(person=1), "person", "worker's own preprocessing"),
+    (replace_mode(pose_video=None, face_video=None), "background_video", "comes with `pose_video`"),
     (replace_mode(mask_video=None), "mask_video", "replace mode needs `mask_video`"),
     (move(face_video=clip(8)), "face_video", "shorter than `video`"),
     (move(pose_video=png_b64()), "pose_video", "cannot be read as video"),

@@ -378,6 +378,11 @@ def _check_animate(req: VideoRequest) -> None:
         missing = "face_video" if given == ["pose_video"] else "pose_video"
         raise invalid(missing, f"is missing: `{given[0]}` was given, so the worker does not preprocess `video`; "
                                f"send both `pose_video` and `face_video`, or neither (the worker makes them)")
+    if not given:
+        for name in ("background_video", "mask_video"):
+            if getattr(req, name) is not None:
+                raise invalid(name, "comes with `pose_video` and `face_video` (all made by the same preprocessing); "
+                                    "send those too, or none of them (the worker makes all from `video`)")
     if given:
         for name in ("person", "return_preprocessed"):
             if name in req.model_fields_set:
