@@ -53,8 +53,14 @@ RUN /opt/comfy-venv/bin/pip install -r /comfyui/requirements.txt requests
 # The worker in a venv of its own (small; cannot disturb ComfyUI's packages). A code change only
 # rebuilds from here down: seconds.
 COPY --from=build /wheels /wheels
+# onnxruntime-gpu replaces the CPU onnxruntime the wheel depends on (one module, two builds): the
+# Animate preprocessing then runs on the GPU; its [cuda,cudnn] extras bring the CUDA 12 / cuDNN 9
+# libraries it loads (the runtime base has no cuDNN; torch's copy sits in the other venv).
+ARG ONNXRUNTIME_GPU_VERSION=1.22.0
 RUN python3.12 -m venv /opt/worker-venv \
  && /opt/worker-venv/bin/pip install /wheels/*.whl \
+ && /opt/worker-venv/bin/pip uninstall -y onnxruntime \
+ && /opt/worker-venv/bin/pip install "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" \
  && rm -rf /wheels
 
 COPY extra_model_paths.yaml /comfyui/extra_model_paths.yaml

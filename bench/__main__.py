@@ -330,11 +330,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load-only", action="store_true", help="--cold: the loading job only, no I2V job")
     parser.add_argument("--scenarios", default=",".join(("cold", "prefetch", "warm-up", "hot")),
                         help="--cold: which scenarios, comma-separated (default cold,prefetch,warm-up,hot)")
+    parser.add_argument("--preprocess", action="store_true",
+                        help="Animate preprocessing per frame on this CPU with models of the real shapes and "
+                             "compute (bench/preprocess.py; --quick: fewer frames)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.preprocess:
+        from . import preprocess
+
+        return preprocess.main(quick=args.quick, json_path=args.json)
     jobs = args.jobs or (5 if args.quick else 20)
     warmup = 1 if args.quick else 3
     sizes = args.sizes or SIZES_MB

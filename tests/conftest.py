@@ -71,6 +71,7 @@ def model_paths_yaml(path: Path, root: Path) -> Path:
         "  vae: vae\n"
         "  audio_encoders: audio_encoders\n"
         "  clip_vision: clip_vision\n"
+        "  detection: detection\n"
     )
     return path
 
@@ -86,7 +87,11 @@ def volume(tmp_path: Path) -> Path:
     """A models folder holding all six files, and the extra_model_paths.yaml that points at it."""
     root = tmp_path / "volume" / "models"
     for m in MANIFEST:
-        write_safetensors(root / m.folder / m.name)
+        if m.name.endswith(".onnx"):  # the preprocessing models: the start of an ONNX ModelProto
+            (root / m.folder).mkdir(parents=True, exist_ok=True)
+            (root / m.folder / m.name).write_bytes(b"\x08\x08" + b"\0" * 64)
+        else:
+            write_safetensors(root / m.folder / m.name)
     model_paths_yaml(tmp_path / "extra_model_paths.yaml", root)
     return root
 

@@ -44,8 +44,14 @@ def safetensors_bytes(label: str, n_floats: int) -> bytes:
 
 def manifest_files() -> dict[tuple[str, str], bytes]:
     """(repo, path) -> bytes for every manifest file, each a different small size."""
-    return {(m.repo, m.repo_path): safetensors_bytes(m.name, 700 + 131 * i)
+    return {(m.repo, m.repo_path): (onnx_bytes if m.name.endswith(".onnx") else safetensors_bytes)(m.name, 700 + 131 * i)
             for i, m in enumerate(MANIFEST)}
+
+
+def onnx_bytes(label: str, n_floats: int) -> bytes:
+    """Bytes that start like an ONNX ModelProto (ir_version first), as the ONNX file check reads them."""
+    seed = hashlib.sha256(label.encode()).digest()
+    return b"\x08\x08" + (seed * (4 * n_floats // len(seed) + 1))[: 4 * n_floats]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from wan_worker.avmedia import probe, resample_video
 from wan_worker.errors import INVALID_INPUT, WorkerError
 from wan_worker.graphs import ANIMATE, I2V, TI2V5B, VideoParams, animate_timing, window_frames
 from wan_worker.handler import handler
-from wan_worker.models import MODEL_SETS
+from wan_worker.models import MODEL_SETS, PREPROCESS_FILES
 from wan_worker.request import parse_input
 from wan_worker.settings import load_settings
 from wan_worker.workflow import copy_id, load_workflow
@@ -202,7 +202,8 @@ def test_the_graph_for_n_windows_is_valid_and_chained(wf, object_info, tmp_path,
     assert wf.inputs(g, "Character Image")["image"] == "wan_j.png"
     for role, name in names.items():
         assert wf.inputs(g, role)["file"] == name
-    assert wf.model_names() == MODEL_SETS["animate-14b"].names
+    # the set's other files are the preprocessing's ONNX models: the worker loads them, not the graph
+    assert wf.model_names() == MODEL_SETS["animate-14b"].names - {m.name for m in PREPROCESS_FILES}
 
 
 def test_the_graph_file_opens_as_a_two_window_job(wf):
@@ -299,7 +300,9 @@ def private_server_url() -> str:
     (move(video=private_server_url()), "video", "non-public address"),
     (move(video=clip(31 * 16)), "video", "limit of 30 s (MAX_VIDEO_S)"),
     (move(pose_video=None), "pose_video", "is missing"),
-    (move(pose_video=None, face_video=None), "pose_video", "`face_video`"),
+    (move(face_video=None), "face_video", "send both `pose_video` and `face_video`, or neither"),
+    (move(person=1), "person", "worker's own preprocessing"),
+    (replace_mode(pose_video=None, face_video=None), "background_video", "comes with `pose_video`"),
     (replace_mode(mask_video=None), "mask_video", "replace mode needs `mask_video`"),
     (move(face_video=clip(8)), "face_video", "shorter than `video`"),
     (move(pose_video=png_b64()), "pose_video", "cannot be read as video"),

@@ -30,9 +30,15 @@ def safetensors(payload: bytes = b"\x01\x00\x00\x00\x02\x00\x00\x00") -> bytes:
     return struct.pack("<Q", len(raw)) + raw + payload
 
 
+def onnx_bytes() -> bytes:
+    """The start of a protobuf ModelProto (field 1, ir_version 8), as the ONNX check reads it."""
+    return b"\x08\x08" + b"\x12\x08tinyonnx" + b"\0" * 64
+
+
 def write(path: Path, data: bytes | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(safetensors() if data is None else data)
+    default = onnx_bytes() if path.suffix == ".onnx" else safetensors()
+    path.write_bytes(default if data is None else data)
     return path
 
 
@@ -78,10 +84,11 @@ def test_all_ok(layout) -> None:
     report = check_volume(s)
     assert report.ok and not report.missing and not report.damaged
     assert [f.path for f in report.files] == [str(volume / m.folder / m.name) for m in MANIFEST]
-    assert all(f.state == "ok" and f.size == len(safetensors()) for f in report.files)
+    assert all(f.state == "ok" and f.size == len(onnx_bytes() if f.model.name.endswith(".onnx") else safetensors())
+               for f in report.files)
     report.raise_for_problems()
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 18 and data["missing"] == []
+    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 20 and data["missing"] == []
     assert all(s["complete"] for s in data["sets"].values()) and set(data["sets"]) == set(MODEL_SETS)
     assert data["searched"]["vae"] == [str(comfy / "models" / "vae"), str(volume / "vae")]
 
@@ -111,7 +118,7 @@ def test_all_missing_lists_every_file(layout) -> None:
     with pytest.raises(WorkerError) as info:
         check_volume(s).raise_for_problems()
     assert all(m.rel_path in info.value.message for m in MANIFEST)
-    assert info.value.message.startswith("18 model files are missing")
+    assert info.value.message.startswith("20 model files are missing")
 
 
 def truncated() -> bytes:
@@ -235,7 +242,7 @@ def test_cache_skips_header_reads_until_the_file_changes(layout, monkeypatch) ->
     s, _, volume, _ = layout
     fill(volume)
     calls = counting(monkeypatch)
-    n = len(MANIFEST)
+    n = sum(m.name.endswith(".safetensors") for m in MANIFEST)  # the ONNX files have a check of their own
     assert check_volume(s).ok and len(calls) == n
     assert check_volume(s).ok and len(calls) == n  # warm: stats only
 
@@ -305,6 +312,7 @@ def test_comfyui_default_folders_and_their_order(tmp_path: Path) -> None:
         "vae": [models_dir / "vae"],
         "audio_encoders": [models_dir / "audio_encoders"],
         "clip_vision": [models_dir / "clip_vision"],
+        "detection": [models_dir / "detection"],
     }
 
 
@@ -341,7 +349,7 @@ def test_unet_alias_finds_the_file(tmp_path: Path) -> None:
     (vol / "text_encoders").rename(vol / "clip")
     s = settings_for(tmp_path, f"vol:\n  base_path: {vol}\n  unet: unet\n  clip: clip\n"
                                "  loras: loras\n  vae: vae\n  audio_encoders: audio_encoders\n"
-                               "  clip_vision: clip_vision\n")
+                               "  clip_vision: clip_vision\n  detection: detection\n")
     report = check_volume(s)
     assert report.ok and report.files[0].path == str(vol / "unet" / HIGH.name)
 
@@ -505,3 +513,31 @@ def test_cli_as_module(layout) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ok"] is True
+
+
+def test_onnx_files_have_a_check_of_their_own(tmp_path: Path) -> None:
+    good = write(tmp_path / "yolox_l.onnx")
+    assert models.onnx_problem(str(good), good.stat().st_size) is None
+    assert models.file_problem(str(good), good.stat().st_size) is None
+    html = write(tmp_path / "dw.onnx", b"<html>" + b" " * 100)
+    assert "not an ONNX file" in models.file_problem(str(html), html.stat().st_size)
+    tiny = write(tmp_path / "t.onnx", b"\x08\x08")
+    assert "too small" in models.file_problem(str(tiny), 2)
+    # a download's temporary name: the model's own name decides the check
+    part = write(tmp_path / ".yolox_l.onnx.part", onnx_bytes())
+    assert models.file_problem(str(part), part.stat().st_size, "yolox_l.onnx") is None
+
+
+def test_preprocessing_files_are_found_for_the_worker(layout) -> None:
+    from wan_worker.preprocess import volume_models
+
+    s, _, volume, _ = layout
+    with pytest.raises(WorkerError) as err:
+        volume_models(s)
+    assert err.value.code == "MODELS_MISSING" and err.value.details["set"] == "animate-14b"
+    assert "detection/yolox_l.onnx" in err.value.message
+    fill(volume)
+    found = volume_models(s)
+    assert found.detector == volume / "detection" / "yolox_l.onnx"
+    assert found.pose == volume / "detection" / "dw-ll_ucoco_384.onnx"
+    assert {"yolox_l.onnx", "dw-ll_ucoco_384.onnx"} <= MODEL_SETS["animate-14b"].names

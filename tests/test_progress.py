@@ -145,3 +145,16 @@ def test_progress_reaches_runpod_through_the_real_sdk(worker_env, fake):
     percents = [u["percent"] for u in updates]
     assert percents == sorted(percents), updates  # never backwards
     assert len(updates) <= 10  # six phases and about one step update a second, not one per event
+
+
+def test_preprocessing_frames_come_before_everything_else():
+    sent, clock = [], Clock()
+    p = progress_with(clock, sent, interval_s=0)
+    for done in range(1, 5):
+        p.preprocessing(done, 4)  # the callback wan_worker.preprocess.preprocess() calls per frame
+    p.phase("downloading_loras", bytes=10)
+    p.phase("loading_models")
+    assert sent[0] == {"phase": "preprocessing", "frame": 1, "frames": 4, "percent": 1}
+    assert sent[3] == {"phase": "preprocessing", "frame": 4, "frames": 4, "percent": 4}
+    percents = [s["percent"] for s in sent]
+    assert percents == sorted(percents) and sent[-1]["phase"] == "loading_models"

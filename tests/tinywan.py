@@ -549,7 +549,18 @@ def write_file(models_dir: Path, folder: str, name: str, seed: int) -> Path:
         return write_vae22(path, own_seed)
     if folder == "vae":
         return write_vae(path, own_seed)
+    if folder == "detection":
+        return write_onnx_placeholder(path)
     raise ValueError(f"no tiny stand-in for {folder}/{name}")
+
+
+def write_onnx_placeholder(path: Path) -> Path:
+    """The Animate preprocessing's ONNX files (the worker loads them, not ComfyUI): bytes that pass
+    the volume check (a ModelProto's first field). ComfyUI's interpreter has no `onnx` package, so
+    a test that runs the preprocessing writes real tiny models over them with tests/tinyonnx.py."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x08\x08" + b"\0" * 64)
+    return path
 
 
 def write_volume(models_dir: Path, seed: int = 0) -> list[Path]:

@@ -15,6 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import INVALID_INPUT, WorkerError
@@ -232,35 +233,49 @@ def frames_at(found: AVInput, fps: float) -> int:
     return max(1, round(found.duration_s * fps))
 
 
-def resample_video(found: AVInput, fps: int, frames: int) -> bytes:
-    """`found`'s first `frames` frames at `fps`, as an MP4 (H.264): each output frame is the input
-    frame showing at its time. ComfyUI's core video nodes have no frame-rate converter (LoadVideo
-    gives a file's own frames), so the worker resamples before upload; frames are decoded and
-    encoded one at a time, so memory stays one frame's whatever the length."""
+def resampled_frames(found: AVInput, fps: int, frames: int) -> Iterator[Any]:
+    """`found`'s first `frames` frames at `fps` (PyAV frames, decoded one at a time): each output
+    frame is the input frame on screen at its time (k / fps)."""
     import av
-    from fractions import Fraction
 
     assert found.video is not None
     src_fps = found.video.fps
+    written, index = 0, 0
+    with av.open(io.BytesIO(found.data), mode="r") as source:
+        for frame in source.decode(video=0):
+            while written < frames and int(written * src_fps / fps + 1e-6) <= index:
+                yield frame
+                written += 1
+            index += 1
+            if written >= frames:
+                return
+
+
+def rgb_frames(found: AVInput, fps: int, frames: int) -> Iterator[Any]:
+    """The same frames as resample_video's, as HxWx3 uint8 RGB arrays (for the preprocessing)."""
+    for frame in resampled_frames(found, fps, frames):
+        yield frame.to_ndarray(format="rgb24")
+
+
+def resample_video(found: AVInput, fps: int, frames: int) -> bytes:
+    """`found`'s first `frames` frames at `fps`, as an MP4 (H.264). ComfyUI's core video nodes have
+    no frame-rate converter (LoadVideo gives a file's own frames), so the worker resamples before
+    upload; frames are decoded and encoded one at a time, so memory stays one frame's."""
+    import av
+
+    assert found.video is not None
     out = io.BytesIO()
-    with av.open(io.BytesIO(found.data), mode="r") as source, av.open(out, mode="w", format="mp4") as sink:
+    with av.open(out, mode="w", format="mp4") as sink:
         stream = sink.add_stream("libx264", rate=Fraction(fps))
         stream.width = found.video.width // 2 * 2 or 2
         stream.height = found.video.height // 2 * 2 or 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "12", "preset": "veryfast"}
-        written, index = 0, 0
-        for frame in source.decode(video=0):
-            # output frame k shows the input frame on screen at k / fps
-            while written < frames and int(written * src_fps / fps + 1e-6) <= index:
-                image = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-                image.pts, image.time_base = written, Fraction(1, fps)
-                for packet in stream.encode(image):
-                    sink.mux(packet)
-                written += 1
-            index += 1
-            if written >= frames:
-                break
+        for written, frame in enumerate(resampled_frames(found, fps, frames)):
+            image = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+            image.pts, image.time_base = written, Fraction(1, fps)
+            for packet in stream.encode(image):
+                sink.mux(packet)
         for packet in stream.encode(None):
             sink.mux(packet)
     return out.getvalue()

@@ -89,10 +89,17 @@ def deliver_last_frame(png: bytes, video_filename: str, job_id: str, as_url: boo
     """The video's last frame (for chaining clips): `last_frame_url` beside a `video_url`, else
     `last_frame` as base64."""
     name = video_filename.rsplit(".", 1)[0] + "_last.png"
+    return deliver_beside(png, name, "last_frame", job_id, as_url, settings)
+
+
+def deliver_beside(data: bytes, name: str, key: str, job_id: str, as_url: bool,
+                   settings: Settings) -> dict[str, Any]:
+    """A file that travels with the video (its last frame, Animate's pose and face videos):
+    `<key>_url` beside a `video_url`, else `<key>` as base64."""
     if not as_url:
-        return {"last_frame": base64.b64encode(png).decode("ascii")}
+        return {key: base64.b64encode(data).decode("ascii")}
     s3 = _s3()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
-        path.write_bytes(png)
-        return {"last_frame_url": s3.upload_file(path, s3.object_key(job_id, name), settings, "image/png").url}
+        path.write_bytes(data)
+        return {f"{key}_url": s3.upload_file(path, s3.object_key(job_id, name), settings, mime_type(name)).url}

@@ -195,8 +195,8 @@ def _short(exc: BaseException) -> str:
 # --- what is on disk ------------------------------------------------------------------------------
 
 
-def header_problem(path: Path) -> str | None:
-    """Why the file is not a complete safetensors file, or None.
+def header_problem(path: Path, name: str | None = None) -> str | None:
+    """Why the file is not a complete safetensors file (or, for .onnx, not an ONNX file), or None.
 
     The very check every job runs (models.py: 8-byte length + JSON header, every tensor inside the
     file): reads a few KB, not the file, and catches empty, truncated and non-safetensors files.
@@ -205,11 +205,11 @@ def header_problem(path: Path) -> str | None:
         size = path.stat().st_size
     except OSError as exc:
         return f"it cannot be read ({exc.strerror or type(exc).__name__})"
-    return models.safetensors_problem(str(path), size)
+    return models.file_problem(str(path), size, name)
 
 
-def header_ok(path: Path) -> bool:
-    return header_problem(path) is None
+def header_ok(path: Path, name: str | None = None) -> bool:
+    return header_problem(path, name) is None
 
 
 def sha256_of(path: Path, progress: bool = False) -> str:
@@ -377,9 +377,9 @@ def _verify_and_publish(target: Target, remote: RemoteFile, part: PartFile) -> N
         target.part.unlink(missing_ok=True)
         raise DownloadError(f"Checksum mismatch for {rel}: sha256 {got[:16]}…, the hub says "
                             f"{remote.sha256[:16]}…; the download was deleted, run again.")
-    if not header_ok(target.part):
+    if not header_ok(target.part, target.model.name):
         target.part.unlink(missing_ok=True)
-        raise DownloadError(f"{rel} on the hub is not a valid safetensors file; check the "
+        raise DownloadError(f"{rel} on the hub is not a valid {target.model.name.rsplit('.', 1)[-1]} file; check the "
                             "manifest's repo and path.")
     os.replace(target.part, target.path)
 

@@ -334,7 +334,8 @@ NO_AUDIO = "picks the part of `audio` a sound-to-video job covers; send `audio` 
 AUDIO_ONLY = {"audio_start_s": NO_AUDIO, "duration_s": NO_AUDIO}
 NO_VIDEO = ("is for Animate, which needs `video` (the driving video) and `image` (the character): send both, "
             "or remove it")
-ANIMATE_FIELDS = ("mode", "pose_video", "face_video", "background_video", "mask_video", "relight")
+ANIMATE_FIELDS = ("mode", "pose_video", "face_video", "background_video", "mask_video", "relight", "person",
+                  "return_preprocessed")
 ANIMATE_ONLY = {name: NO_VIDEO for name in ANIMATE_FIELDS}
 
 I2V = GraphSpec(

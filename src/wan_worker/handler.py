@@ -168,10 +168,15 @@ def deliver(w: Worker, j: Job, req: Request, plan: jobs.Plan, tmp: Callable[[], 
                                      "Save Video node is connected.", {"prompt_id": j.run.prompt_id})
     path = w.comfy.fetch(video, tmp)
     last = last_frame_png(path) if plan.last_frame else None
-    result = delivery.deliver_video(path, video.filename, j.id, req.output, w.settings, len(last or b""))
+    beside = len(last or b"") + sum(len(data) for data in plan.beside.values())
+    result = delivery.deliver_video(path, video.filename, j.id, req.output, w.settings, beside)
     if last is not None:
         result.update(delivery.deliver_last_frame(last, video.filename, j.id, as_url="video_url" in result,
                                                   settings=w.settings))
+    stem = video.filename.rsplit(".", 1)[0]
+    for key, data in plan.beside.items():  # Animate's own pose and face videos (return_preprocessed)
+        result.update(delivery.deliver_beside(data, f"{stem}_{key.removesuffix('_video')}.mp4", key, j.id,
+                                              as_url="video_url" in result, settings=w.settings))
     return result
 
 

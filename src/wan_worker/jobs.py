@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Protocol
 
 from . import loras as lora_files
-from .avmedia import AVInput, Span, frames_at, load_av, pick_span, resample_video
+from .avmedia import AVInput, Span, frames_at, load_av, pick_span, resample_video, rgb_frames
 from .errors import INVALID_INPUT, WorkerError
 from .graphs import ANIMATE_FPS, VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
-from .models import check_volume, sets_report
+from .models import PREPROCESS_FILES, check_volume, sets_report
 from .progress import Progress
 from .request import Request, VideoRequest, WorkflowRequest, invalid, resolve_size
 from .settings import Settings
@@ -58,6 +58,7 @@ class Plan:
     checks: dict[str, Any] = field(default_factory=dict)  # what a dry run reports
     fields: dict[str, Any] = field(default_factory=dict)  # extra result fields (seed, size, loras...)
     last_frame: bool = False
+    beside: dict[str, bytes] = field(default_factory=dict)  # result key -> MP4 (return_preprocessed)
 
     @property
     def upload_names(self) -> list[str]:
@@ -85,7 +86,8 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     """Check the files of the job's own graph (its model set) and its inputs; nothing else."""
     wf = workflows[req.spec.name]
     with timings.phase("validate"):
-        volume = check_volume(settings, wf.model_names(), model_set=wf.spec.model_set)
+        names = wf.model_names() | ({m.name for m in PREPROCESS_FILES} if worker_makes_controls(req) else set())
+        volume = check_volume(settings, names, model_set=wf.spec.model_set)
         if not req.dry_run:
             volume.raise_for_problems()
     with timings.phase("image"):
@@ -93,6 +95,9 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         end = load_image(req.end_image, settings, field="end_image") if req.end_image else None
     sound = load_sound(req, settings, timings) if req.audio else None
     driving = load_driving(req, settings, timings) if req.video else None
+    if driving is not None and start is not None and worker_makes_controls(req):
+        driving = make_controls(driving, req, settings, resolve_size(req, start.width, start.height), progress,
+                                timings)
     loras = resolve_loras(req, settings, progress, timings, one_model="low" not in wf.spec.lora_after)
     params = video_params(job_id, req, start, end, sound, wf, driving)
     log.info("%s (model %s) %dx%d, %d frames at %g fps in %d part(s), %d steps, seed %d, %d LoRA(s), prompt %r "
@@ -131,8 +136,10 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         checks.update(driving.checks())
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
+    beside = ({f: driving.controls[f][1] for f in ("pose_video", "face_video")}
+              if driving is not None and driving.made and req.return_preprocessed and not req.dry_run else {})
     return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(params.parts), default_phase="loading_models",
-                checks=checks, fields=fields, last_frame=req.return_last_frame)
+                checks=checks, fields=fields, last_frame=req.return_last_frame, beside=beside)
 
 
 def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress, timings: Timed,
@@ -188,6 +195,7 @@ class Driving:
     video: AVInput
     frames: int  # the driving video's frames at 16 fps: the result's length
     controls: dict[str, tuple[AVInput, bytes]]  # field -> (what was sent, the bytes to upload)
+    made: bool = False  # the controls were made by the worker from `video` (wan_worker.preprocess)
 
     def uploads(self, names: dict[str, str]) -> list[Upload]:
         """In the order of `names` (graph role -> upload name), as VideoParams.video_names keeps it."""
@@ -203,14 +211,22 @@ class Driving:
     def checks(self) -> dict[str, Any]:
         out: dict[str, Any] = {"video": {**self.video.check(), "frames_at_16fps": self.frames}}
         for f, (found, data) in self.controls.items():
-            out[f] = {**found.check(), "resampled": data is not found.data}
+            out[f] = ({"made_from": "video", "bytes": len(data)} if self.made
+                      else {**found.check(), "resampled": data is not found.data})
         return out
 
 
+def worker_makes_controls(req: VideoRequest) -> bool:
+    """An Animate job without `pose_video`/`face_video`: the worker makes them from `video`
+    (request.py refuses one without the other)."""
+    return req.video is not None and req.pose_video is None and req.face_video is None
+
+
 def require_controls(req: VideoRequest) -> tuple[str, ...]:
-    """The control fields the job's mode needs; a missing one is refused by name. Today the client
-    makes them (the official Wan2.2 Animate preprocessing); this is the seam where the worker will
-    make the missing ones from `video` instead."""
+    """The control fields the client must send: none when the worker makes them from `video`, else
+    the mode's (the official Wan2.2 Animate preprocessing's); a missing one is refused by name."""
+    if worker_makes_controls(req):
+        return ()
     needed = control_fields(req.mode)
     missing = [f for f in needed if getattr(req, f) is None]
     if missing:
@@ -247,6 +263,24 @@ def load_driving(req: VideoRequest, settings: Settings, timings: Timed) -> Drivi
                                    f"{settings.max_video_s:g} s (MAX_VIDEO_S); send a shorter clip")
         frames = frames_at(found, ANIMATE_FPS)
         return Driving(found, frames, control_videos(req, settings, frames))
+
+
+def make_controls(driving: Driving, req: VideoRequest, settings: Settings, size: tuple[int, int],
+                  progress: Progress, timings: Timed) -> Driving:
+    """The pose, face (and for replace, background and mask) videos made from `video` at the job's
+    size, before anything is queued; a dry run reports them without running the models."""
+    fields = control_fields(req.mode)
+    if req.dry_run:
+        return replace(driving, controls={f: (driving.video, b"") for f in fields}, made=True)
+    from .preprocess import preprocess, volume_models  # noqa: PLC0415 - onnxruntime, numpy: Animate only
+
+    width, height = size
+    with timings.phase("preprocessing"):
+        result = preprocess(rgb_frames(driving.video, ANIMATE_FPS, driving.frames), width=width, height=height,
+                            mode=req.mode, person=req.person, models=volume_models(settings),
+                            progress=progress.preprocessing)
+        videos = result.videos(ANIMATE_FPS)
+    return replace(driving, controls={f: (driving.video, videos[f]) for f in fields}, made=True)
 
 
 def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, end: PreparedImage | None,

@@ -30,6 +30,7 @@ WAN22_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 WAN21_REPO = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
 KIJAI_FP8_REPO = "Kijai/WanVideo_comfy_fp8_scaled"  # the Animate model, as the official template loads it
 KIJAI_REPO = "Kijai/WanVideo_comfy"  # the Animate template's two LoRAs
+DWPOSE_REPO = "yzd-v/DWPose"  # Apache-2.0; the files ComfyUI's Animate template runs (DWPreprocessor)
 
 GB = 1000**3
 
@@ -95,9 +96,18 @@ CLIP_VISION_H = ModelFile("clip_vision_h.safetensors", "clip_vision", WAN21_REPO
                           "split_files/clip_vision/clip_vision_h.safetensors", int(1.26 * GB),
                           "CLIP vision ViT-H (the Animate model's view of the character image)")
 
+# Animate preprocessing (wan_worker.preprocess), run by the worker itself with onnxruntime, not by
+# ComfyUI: a person detector and a whole-body pose model, in a `detection` folder of their own.
+PERSON_DETECTOR = ModelFile("yolox_l.onnx", "detection", DWPOSE_REPO, "yolox_l.onnx", int(0.217 * GB),
+                            "YOLOX-L person detector (Animate preprocessing)")
+POSE_ESTIMATOR = ModelFile("dw-ll_ucoco_384.onnx", "detection", DWPOSE_REPO, "dw-ll_ucoco_384.onnx",
+                           int(0.134 * GB), "DWPose whole-body keypoints, 133 points (Animate preprocessing)")
+PREPROCESS_FILES = (PERSON_DETECTOR, POSE_ESTIMATOR)
+
 MANIFEST: tuple[ModelFile, ...] = (HIGH_I2V, LOW_I2V, LORA_HIGH_I2V, LORA_LOW_I2V, TEXT_ENCODER, VAE21,
                                    HIGH_T2V, LOW_T2V, LORA_HIGH_T2V, LORA_LOW_T2V, TI2V_5B, VAE22,
-                                   S2V_14B, WAV2VEC2, ANIMATE_14B, LORA_I2V_DISTILL, LORA_RELIGHT, CLIP_VISION_H)
+                                   S2V_14B, WAV2VEC2, ANIMATE_14B, LORA_I2V_DISTILL, LORA_RELIGHT, CLIP_VISION_H,
+                                   *PREPROCESS_FILES)
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,8 @@ MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (
     ModelSet("s2v-14b", "sound-to-video, model 14b (`audio` + `image`)",
              (S2V_14B, WAV2VEC2, TEXT_ENCODER, VAE21, LORA_HIGH_T2V)),
     ModelSet("animate-14b", "Animate, model 14b (`video` + `image`)",
-             (ANIMATE_14B, LORA_I2V_DISTILL, LORA_RELIGHT, CLIP_VISION_H, TEXT_ENCODER, VAE21)),
+             (ANIMATE_14B, LORA_I2V_DISTILL, LORA_RELIGHT, CLIP_VISION_H, TEXT_ENCODER, VAE21,
+              *PREPROCESS_FILES)),
 )}
 DEFAULT_SET = "i2v-14b"
 
@@ -472,7 +483,7 @@ def _check_file(model: ModelFile, dirs: Sequence[str]) -> FileStatus:
 def _check_found(model: ModelFile, path: str, st: os.stat_result) -> FileStatus:
     key = (path, st.st_size, st.st_mtime_ns)
     if key not in _HEADER_CACHE:
-        problem = safetensors_problem(path, st.st_size)
+        problem = file_problem(path, st.st_size)
         if problem is not None:
             log.debug("model %s at %s is damaged: %s", model.rel_path, path, problem)
             return FileStatus(model, "damaged", path, st.st_size, problem)
@@ -480,6 +491,38 @@ def _check_found(model: ModelFile, path: str, st: os.stat_result) -> FileStatus:
             del _HEADER_CACHE[old]
         _HEADER_CACHE[key] = True
     return FileStatus(model, "ok", path, st.st_size, "")
+
+
+def file_problem(path: str, size: int, name: str | None = None) -> str | None:
+    """Why the model file is not usable, or None: an ONNX file or a safetensors file, by its name
+    (`name`: the model's, when `path` is a temporary download name)."""
+    onnx = (name or path).endswith(".onnx")
+    return onnx_problem(path, size) if onnx else safetensors_problem(path, size)
+
+
+def onnx_problem(path: str, size: int) -> str | None:
+    """Why the file is not an ONNX model, or None. ONNX (protobuf) has no header or footer to prove
+    it complete: the check reads the first bytes (ModelProto starts with ir_version, field 1) and
+    the download compares size and sha256 with the hub."""
+    if size < 64:
+        return f"the file is only {size} bytes, too small for an ONNX model"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    if head[:1] != b"\x08":
+        return "it does not start like an ONNX model (protobuf ModelProto): not an ONNX file"
+    return None
+
+
+def find_file(settings: Settings, model: ModelFile) -> Path:
+    """Where ComfyUI's folder rules find `model`; WorkerError MODELS_MISSING / MODEL_DAMAGED otherwise.
+    For the files the worker loads itself (the preprocessing models)."""
+    report = check_volume(settings, {model.name}, model_set=next(
+        (s.name for s in MODEL_SETS.values() if model in s.files), None))
+    report.raise_for_problems()
+    return Path(report.files[0].path or "")
 
 
 def safetensors_problem(path: str, size: int) -> str | None:

@@ -24,7 +24,8 @@ Schedule = Callable[[float, Callable[[], None]], Callable[[], None]]  # (delay, 
 
 # Where each phase sits on the 0-100 scale of a whole I2V job; sampling takes most of the time.
 BANDS = {
-    "downloading_loras": (0, 5),  # only when a job's LoRA URLs are not cached yet
+    "preprocessing": (0, 4),  # Animate from a plain video: pose/face/mask made by the worker, per frame
+    "downloading_loras": (4, 5),  # only when a job's LoRA URLs are not cached yet
     "loading_models": (5, 10),
     "sampling_high": (10, 50),
     "sampling_low": (50, 90),
@@ -106,6 +107,13 @@ class Progress:
             self._update({"phase": name.name, **name.detail(), "percent": name.percent(), **detail})
         else:
             self._update({"phase": name, "percent": BANDS.get(name, (0, 0))[0], **detail})
+
+    def preprocessing(self, done: int, total: int) -> None:
+        """Frames preprocessed so far (wan_worker.preprocess's `progress` callback): an update like
+        {"phase": "preprocessing", "frame": 40, "frames": 81, "percent": 2}, throttled as the rest."""
+        low, high = BANDS["preprocessing"]
+        self._update({"phase": "preprocessing", "frame": done, "frames": total,
+                      "percent": round(low + (high - low) * done / max(total, 1))})
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind, data = event.get("type"), event.get("data") or {}

@@ -143,6 +143,8 @@ class VideoRequest(_Common):
     background_video: str | None = Field(default=None, min_length=1)
     mask_video: str | None = Field(default=None, min_length=1)
     relight: bool | None = None
+    person: int | None = Field(default=None, ge=0)  # Animate preprocessing: which person, by size (0 = largest)
+    return_preprocessed: bool = False  # Animate preprocessing: return the pose and face videos it made
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
@@ -371,6 +373,21 @@ def _check_animate(req: VideoRequest) -> None:
             if name in req.model_fields_set:
                 raise invalid(name, "is for `\"mode\": \"replace\"` (the character takes the person's place "
                                     "in the video); move mode draws its own background: remove it, or send the mode")
+    given = [f for f in ("pose_video", "face_video") if getattr(req, f) is not None]
+    if len(given) == 1:
+        missing = "face_video" if given == ["pose_video"] else "pose_video"
+        raise invalid(missing, f"is missing: `{given[0]}` was given, so the worker does not preprocess `video`; "
+                               f"send both `pose_video` and `face_video`, or neither (the worker makes them)")
+    if not given:
+        for name in ("background_video", "mask_video"):
+            if getattr(req, name) is not None:
+                raise invalid(name, "comes with `pose_video` and `face_video` (all made by the same preprocessing); "
+                                    "send those too, or none of them (the worker makes all from `video`)")
+    if given:
+        for name in ("person", "return_preprocessed"):
+            if name in req.model_fields_set:
+                raise invalid(name, "is for the worker's own preprocessing of `video`, which `pose_video` and "
+                                    "`face_video` replace: remove it, or those two")
     for n, entry in enumerate(req.loras):
         if entry.name is None:
             raise invalid(f"loras[{n}]", "needs `name` (+ `strength`) for Animate: the Animate model is one "

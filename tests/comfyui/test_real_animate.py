@@ -19,7 +19,7 @@ import pytest
 
 from tests.avgen import video_file
 from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy, start_image, workflows_with
-from tests.video import audio_track_s, decode_result
+from tests.video import audio_track_s, decode, decode_result
 from wan_worker import handler as handler_module
 from wan_worker.graphs import ANIMATE
 from wan_worker.handler import handler
@@ -88,3 +88,36 @@ def test_a_replace_job_from_a_30fps_driver(animate_env):
     assert len(video.frames) == result["frames"] == 5
     assert (video.width, video.height, video.fps) == (128, 128, 16)
     assert not video.is_blank()
+
+
+def test_a_move_job_from_only_image_and_video(animate_env, real_comfy: RealComfy):
+    """Issue 16: no pose or face video: the worker makes them from the plain driver with tiny ONNX
+    models (tests/tinyonnx, written over the volume's placeholders from the test interpreter, which
+    has onnx), uploads them, and the real ComfyUI runs the job; the returned pose video is the
+    skeleton the tiny models encode, drawn at the job's size."""
+    import numpy as np
+
+    from tests import tinyonnx
+    from wan_worker.preprocess import encode_mp4
+
+    fw, fh, box = 160, 120, (60.0, 15.0, 110.0, 115.0)
+    folder = real_comfy.models / "detection"
+    tinyonnx.detector(folder / "yolox_l.onnx", [tinyonnx.to_detector(box, fw, fh)])
+    tinyonnx.pose_model(folder / "dw-ll_ucoco_384.onnx", tinyonnx.to_crop(tinyonnx.standing_person(box), box))
+    frames = []
+    for _ in range(5):
+        f = np.full((fh, fw, 3), 60, np.uint8)
+        f[int(box[1]):int(box[3]), int(box[0]):int(box[2])] = 255
+        frames.append(f)
+    job = animate("real-animate-preprocess", 5, return_preprocessed=True)
+    job["input"]["video"] = b64(encode_mp4(frames, 16))
+    del job["input"]["pose_video"], job["input"]["face_video"]
+    result = handler(job)
+    video = decode_result(result)
+    assert (result["mode"], result["windows"], result["frames"]) == ("move", 1, 5)
+    assert (len(video.frames), video.width, video.height, video.fps) == (5, 128, 128, 16)
+    assert not video.is_blank()
+    pose = decode(base64.b64decode(result["pose_video"]))
+    assert (len(pose.frames), pose.width, pose.height) == (5, 128, 128) and not pose.is_blank()
+    face = decode(base64.b64decode(result["face_video"]))
+    assert (len(face.frames), face.width, face.height) == (5, 512, 512)

@@ -24,7 +24,7 @@ def test_entrypoint_runs_the_real_comfyui(entrypoint, real_comfy: RealComfy, tmp
     wait_for("ComfyUI", lambda: requests.get(f"{run.comfy}/system_stats", timeout=2).json(), START_S, run)
     run.wait_api()
     log = run.log()
-    assert "All 18 model files are present and complete." in log  # every file of every set
+    assert "All 20 model files are present and complete." in log  # every file of every set
     assert "This volume can serve: image-to-video" in log and "[t2v-14b]" in log and "[ti2v-5b]" in log
     assert "[s2v-14b]" in log and "[animate-14b]" in log
     assert "[comfyui] ComfyUI version:" in log and "IMPORT FAILED" not in log
