@@ -33,7 +33,7 @@ def saved_files(root: Path) -> list[Path]:
 def test_i2v_job_returns_the_mp4_comfyui_saved(worker_env, fake):
     result = handler(job(seed=7))
     assert "error" not in result, result
-    [saved] = [o for p in fake.prompts for o in fake.history()[p["prompt_id"]]["outputs"].values()]
+    [saved] = [o for p in fake.prompts for o in fake.history(forgotten=True)[p["prompt_id"]]["outputs"].values()]
     video = base64.b64decode(result["video"])
     assert video == fake.mp4_bytes
     assert video[4:8] == b"ftyp"
@@ -55,6 +55,20 @@ def test_i2v_job_returns_the_mp4_comfyui_saved(worker_env, fake):
     assert {s["noise_seed"] for s in by_class["KSamplerAdvanced"]} == {7}
     assert by_class["WanImageToVideo"][0]["width"] == 848
     assert by_class["LoadImage"][0]["image"] in fake.uploads
+
+
+def test_the_job_leaves_no_entry_in_comfyuis_history(worker_env, fake):
+    """ComfyUI keeps 10000 prompts with their graphs; a long-lived worker must not fill it."""
+    fake.fail_on(class_type="UNETLoader", exception_type="RuntimeError", exception_message="broken")
+    failed = handler(job(seed=1))
+    fake.reset()
+    ok = handler(job(seed=2))
+    assert failed["error_code"] == "EXECUTION_FAILED" and "error" not in ok, (failed, ok)
+    assert background.wait_idle(5)
+    assert fake.history() == {}
+    assert set(fake.history(forgotten=True)) == {failed["details"]["prompt_id"], ok["prompt_id"]}
+    deletes = [r.json for r in fake.requests if r.method == "POST" and r.path == "/history"]
+    assert deletes == [{"delete": [failed["details"]["prompt_id"]]}, {"delete": [ok["prompt_id"]]}]
 
 
 def test_random_seed_is_returned_and_used(worker_env, fake):

@@ -113,7 +113,7 @@ def test_node_that_never_finishes_times_out_and_is_interrupted(quick, fake):
     interrupts = [r.json for r in fake.requests if r.path == "/interrupt"]
     assert {"prompt_id": prompt_id} in interrupts
     assert fake.wait_idle(5)
-    assert fake.history()[prompt_id]["status"]["status_str"] == "error"  # ComfyUI really stopped it
+    assert fake.history(forgotten=True)[prompt_id]["status"]["status_str"] == "error"  # ComfyUI really stopped it
     fake.reset()
     assert_next_job_succeeds(fake)
 

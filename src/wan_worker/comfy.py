@@ -229,11 +229,23 @@ class ComfyClient:
             if path is not None:
                 path.unlink(missing_ok=True)
                 folders[path.parent] = (Path(self.settings.comfy_dir) / out.type).resolve()
-        # The files are gone now; their emptied folders go right after the result is handed back
-        # (an rmdir can cost milliseconds: see wan_worker.background).
+        # The files are gone now; their emptied folders and the prompt's history entry go right
+        # after the result is handed back (an rmdir can cost milliseconds: see wan_worker.background).
         folders = {f: base for f, base in folders.items() if f != base}
         if folders:
             background.schedule(0.0, functools.partial(self._remove_folders, folders))
+        if prompt_id:
+            background.schedule(0.0, functools.partial(self.forget, prompt_id))
+
+    def forget(self, prompt_id: str) -> None:
+        """Delete the prompt from ComfyUI's history; best effort. ComfyUI keeps the last 10000
+        prompts there, each with its whole graph and outputs, for a UI nobody opens in a worker:
+        memory that grows with every job of a long-lived worker. Its own connection, since it runs
+        on the background thread while the next job uses the session."""
+        try:
+            requests.post(f"{self.base}/history", json={"delete": [prompt_id]}, timeout=5)
+        except requests.RequestException:
+            log.debug("could not delete prompt %s from ComfyUI's history", prompt_id)
 
     @classmethod
     def _remove_folders(cls, folders: dict[Path, Path]) -> None:

@@ -459,6 +459,7 @@ class _Server:
         self.running: dict[int, list[Any]] = {}
         self.task_counter = 0
         self.history: dict[str, dict[str, Any]] = {}
+        self.forgotten: dict[str, dict[str, Any]] = {}  # entries a client deleted (tests look at them)
         self.number = 0
         self.client_id: str | None = None
         self.last_node_id: str | None = None
@@ -826,9 +827,11 @@ class _Server:
     async def post_history(self, request: web.Request) -> web.StreamResponse:
         json_data = await request.json()
         if json_data.get("clear"):
+            self.forgotten.update(self.history)
             self.history.clear()
         for prompt_id in json_data.get("delete", []):
-            self.history.pop(prompt_id, None)
+            if prompt_id in self.history:
+                self.forgotten[prompt_id] = self.history.pop(prompt_id)
         return web.Response(status=200)
 
     async def upload_image(self, request: web.Request) -> web.StreamResponse:
@@ -1518,8 +1521,14 @@ class FakeComfy:
         with self._lock:
             return list(self._connections)
 
-    def history(self) -> dict[str, Any]:
-        return self._in_loop(lambda: copy.deepcopy(self._server.history))  # type: ignore[union-attr]
+    def history(self, forgotten: bool = False) -> dict[str, Any]:
+        """What `GET /history` answers; with `forgotten`, also the entries a client deleted (the
+        worker deletes its prompt's entry after the job)."""
+        def snapshot() -> dict[str, Any]:
+            server = self._server
+            assert server is not None
+            return copy.deepcopy({**server.forgotten, **server.history} if forgotten else server.history)
+        return self._in_loop(snapshot)
 
     def queue(self) -> dict[str, list[Any]]:
         def snapshot() -> dict[str, list[Any]]:
