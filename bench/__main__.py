@@ -330,6 +330,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load-only", action="store_true", help="--cold: the loading job only, no I2V job")
     parser.add_argument("--scenarios", default=",".join(("cold", "prefetch", "warm-up", "hot")),
                         help="--cold: which scenarios, comma-separated (default cold,prefetch,warm-up,hot)")
+    parser.add_argument("--soak", type=int, nargs="?", const=200, metavar="N",
+                        help="N mixed jobs (default 200) through one warm worker on the real ComfyUI, ComfyUI "
+                             "killed and restarted half-way: memory, file descriptors, leftovers, overhead at "
+                             "start and end (bench/soak.py; ~30-40 min for 200 on 2 cores)")
     parser.add_argument("--preprocess", action="store_true",
                         help="Animate preprocessing per frame on this CPU with models of the real shapes and "
                              "compute (bench/preprocess.py; --quick: fewer frames)")
@@ -356,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_real(args, bench, tmp)
     if args.cold:
         return main_cold(args, bench, tmp)
+    if args.soak:
+        return main_soak(args, bench, tmp)
     failed = False
     try:
         bench.setup()
@@ -473,6 +479,24 @@ def main_cold(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     print(cold.table(results))
     print_checks(args, results, cold.verdicts(results), "budgets")
     return 1 if failed else 0
+
+
+def main_soak(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--soak N`: N mixed jobs on the real ComfyUI; growth and leftovers (bench/soak.py)."""
+    from . import real, soak
+
+    failed = run_guarded(args, bench, tmp, lambda: soak.run(bench, args.soak, log))
+    results = bench.results
+    m = results["machine"]
+    print()
+    print(f"wan-worker soak on the real ComfyUI{', INCOMPLETE: it failed' if failed else ''}: {args.soak} jobs; "
+          f"{m['nproc']} CPUs ({m['cpu']}), {m['ram_gb']} GB RAM, Python {m['python']}; {results['seconds']:.0f} s; "
+          f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end")
+    print(f"worker under test: {m['worker_package']}; {real.environment_note()}")
+    print()
+    print(soak.table(results))
+    print_checks(args, results, soak.verdicts(results), "budgets")
+    return 1 if failed or not all(ok for _, ok in soak.verdicts(results)) else 0
 
 
 if __name__ == "__main__":

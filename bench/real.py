@@ -116,18 +116,24 @@ class RealComfyUI:
         self.port = 0
 
     def start(self) -> None:
-        from tests.comfyui.conftest import (copy_comfyui, make_tiny_models, start_comfyui, volume_yaml,
-                                            wait_ready)
+        """Make the volume and the ComfyUI copy, then launch it."""
+        from tests.comfyui.conftest import copy_comfyui, make_tiny_models, volume_yaml
         from tests.conftest import free_port
 
-        volume = self.tmp / "runpod-volume"
-        make_tiny_models(self.python, volume / "runpod-slim" / "ComfyUI" / "models")
-        self.yaml = volume_yaml(self.tmp / "extra_model_paths.yaml", volume, self.tmp / "workspace")
+        self.models = self.tmp / "runpod-volume" / "runpod-slim" / "ComfyUI" / "models"
+        make_tiny_models(self.python, self.models)
+        self.yaml = volume_yaml(self.tmp / "extra_model_paths.yaml", self.tmp / "runpod-volume", self.tmp / "workspace")
         self.comfy_dir = copy_comfyui(self.src, self.tmp / "comfyui")
         self.port = free_port()
         self.log_path = self.tmp / "logs" / "comfyui.log"
-        self.proc = start_comfyui(self.python, self.comfy_dir, self.port, self.yaml, self.log_path)
         self.pid_file = self.tmp / "comfyui.pid"
+        self.launch()
+
+    def launch(self) -> None:
+        """Start ComfyUI on this port with these folders (again, after a kill) and wait until it answers."""
+        from tests.comfyui.conftest import start_comfyui, wait_ready
+
+        self.proc = start_comfyui(self.python, self.comfy_dir, self.port, self.yaml, self.log_path)
         self.pid_file.write_text(str(self.proc.pid))
         try:
             wait_ready(f"http://{self.host}", self.proc, self.log_path)
@@ -138,6 +144,13 @@ class RealComfyUI:
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL ComfyUI's whole process group, as a crash or the OOM killer would."""
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(15)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -185,7 +185,10 @@ def test_a_prompt_runs_with_the_same_answers_messages_history_and_files(sides):
         again_id = str(uuid.uuid4())
         side.queue(graph, again_id)
         again = side.messages_until_done(again_id)
+        # The worker deletes each prompt from the history after its job.
+        deleted = requests.post(f"{side.url}/history", json={"delete": [again_id]}, timeout=10)
         return {
+            "history_delete": (deleted.status_code, side.history(again_id), prompt_id in side.history(prompt_id)),
             "queue": (resp.status_code, sorted(body), body["prompt_id"] == prompt_id, body["node_errors"],
                       isinstance(body["number"], int)),
             "messages": run_view(messages, graph),

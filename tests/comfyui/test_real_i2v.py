@@ -13,6 +13,7 @@ import requests
 
 from tests.comfyui.conftest import NEGATIVE, PROMPT, RealComfy, start_image
 from tests.video import decode_result
+from wan_worker import background
 from wan_worker import handler as handler_module
 from wan_worker.handler import handler
 from wan_worker.models import MANIFEST, MODEL_SETS
@@ -42,6 +43,8 @@ def test_i2v_makes_the_requested_video(real_env, real_comfy: RealComfy):
     assert result["seed"] == 7 and result["duration_s"] == pytest.approx(5 / 12, abs=1e-3)
     assert result["timings_ms"]["execute"] > 0
     assert real_comfy.files() == files_before  # ComfyUI's folders are left as they were
+    assert background.wait_idle(10)
+    assert result["prompt_id"] not in real_comfy.history()  # and so is its history
 
 
 def test_model_load_is_measured_up_to_the_first_sampling_step(real_env, real_comfy: RealComfy):
