@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MP4 = (FIXTURES / "success.mp4").read_bytes()
+# The control videos an Animate job returns with return_preprocessed (stand-in bytes, one per key)
+PREPROCESSED = {"pose_video": MP4 + b"pose", "face_video": MP4 + b"face"}
 API_KEY = "rp_test_key_0123456789"
 ENDPOINT_ID = "wan123abc"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
@@ -66,8 +68,10 @@ def progress_steps() -> Script:
 
 
 def success_output(job_id: str, job_input: dict[str, Any], video_url: str | None = None,
-                   last_frame_url: str | None = None) -> dict[str, Any]:
-    """A successful I2V result as the worker returns it."""
+                   last_frame_url: str | None = None, preprocessed_urls: dict[str, str] | None = None
+                   ) -> dict[str, Any]:
+    """A successful I2V result as the worker returns it (an Animate job's pose and face videos too,
+    with return_preprocessed: base64, or `<key>_url` from `preprocessed_urls`)."""
     out: dict[str, Any] = {"mime_type": "video/mp4", "filename": f"wan_{job_id}_00001_.mp4", "bytes": len(MP4)}
     if video_url:
         out["video_url"] = video_url
@@ -78,6 +82,12 @@ def success_output(job_id: str, job_input: dict[str, Any], video_url: str | None
             out["last_frame_url"] = last_frame_url
         else:
             out["last_frame"] = base64.b64encode(png_bytes()).decode()
+    if job_input.get("return_preprocessed"):
+        for key, data in PREPROCESSED.items():
+            if preprocessed_urls:
+                out[f"{key}_url"] = preprocessed_urls[key]
+            else:
+                out[key] = base64.b64encode(data).decode()
     length, fps = job_input.get("length", 81), job_input.get("fps", 16.0)
     out.update(seed=job_input.get("seed", 42), width=848, height=480, length=length, fps=fps,
                duration_s=round(length / fps, 3), prompt_id="p-" + job_id[:8],

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import png_b64
-from tests.fakerunpod import (API_KEY, ENDPOINT_ID, MP4, FakeRunPod, failed_script, png_bytes, progress_steps,
+from tests.fakerunpod import (API_KEY, ENDPOINT_ID, MP4, PREPROCESSED, FakeRunPod, failed_script, png_bytes, progress_steps,
                               success_output, worker_script)
 from wan_worker.client import cli
 from wan_worker.client.cli import main
@@ -561,3 +561,55 @@ def test_the_summary_says_windows():
 
     out = {"width": 480, "height": 832, "length": 150, "fps": 16.0, "duration_s": 9.375, "windows": 3, "audio": True}
     assert _shape(out) == "480x832, 150 frames at 16 fps = 9.375 s in 3 windows, with sound"
+
+
+def test_animate_pose_and_face_videos_the_worker_made_are_saved_beside_the_mp4(rp, image, tmp_path, capsys):
+    dance = tmp_path / "dance.mp4"
+    dance.write_bytes(b"not really an mp4: dance")
+    out = tmp_path / "out.mp4"
+    code, stdout, stderr = wan(capsys, str(image), "she dances", "-o", str(out), "--video", str(dance),
+                               "--return-preprocessed", "--person", "1")
+    assert code == 0, stderr
+    [sent] = sent_inputs(rp)
+    assert sent["return_preprocessed"] is True and sent["person"] == 1
+    pose, face = tmp_path / "out_pose.mp4", tmp_path / "out_face.mp4"
+    assert pose.read_bytes() == PREPROCESSED["pose_video"] and face.read_bytes() == PREPROCESSED["face_video"]
+    assert f"saved {pose} (pose video the worker made)" in stdout and f"saved {face} (face video" in stdout
+
+    code, stdout, _ = wan(capsys, str(image), "she dances", "-o", str(out), "--video", str(dance),
+                          "--return-preprocessed", "--json")
+    result = json.loads(stdout)
+    assert code == 0 and "pose_video" not in result and "face_video" not in result  # no base64 printed
+    assert (result["pose_video_path"], result["face_video_path"]) == (str(pose), str(face))
+
+
+def test_animate_pose_and_face_video_urls_are_downloaded_beside_the_mp4(rp, tmp_path, capsys):
+    urls = {key: rp.serve_file(f"{key}.mp4", data) for key, data in PREPROCESSED.items()}
+    rp.script_for = lambda job_id, job_input: [
+        {"status": "COMPLETED", "output": success_output(job_id, job_input, rp.serve_file("v.mp4", MP4),
+                                                         preprocessed_urls=urls)}]
+    out = tmp_path / "dl" / "clip.mp4"
+    code, stdout, stderr = wan(capsys, "--prompt", "p", "-o", str(out), "--return-preprocessed",
+                               "--output-mode", "s3")
+    assert code == 0, stderr
+    assert (tmp_path / "dl" / "clip_pose.mp4").read_bytes() == PREPROCESSED["pose_video"]
+    assert (tmp_path / "dl" / "clip_face.mp4").read_bytes() == PREPROCESSED["face_video"]
+    assert "downloading clip_pose.mp4" in stderr and "clip_face.mp4 (face video the worker made)" in stdout
+
+
+def test_asking_for_preprocessed_videos_the_worker_did_not_make_is_noted(rp, image, tmp_path, capsys):
+    rp.script_for = lambda job_id, job_input: [
+        {"status": "COMPLETED", "output": success_output(job_id, {})}]
+    code, _, stderr = wan(capsys, str(image), "p", "-o", str(tmp_path / "o.mp4"), "--return-preprocessed")
+    assert code == 0 and "returned no pose or face video" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png", "o.mp4"]
+
+
+def test_a_batch_jobs_preprocessed_videos_go_beside_its_output(rp, tmp_path, capsys):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"input": {"prompt": "one", "return_preprocessed": true}, "output": "dance.mp4"}\n')
+    assert main(["--jobs", str(jobs), "--out-dir", str(tmp_path / "out"), "--json", "-q", "--endpoint",
+                 ENDPOINT_ID, *FAST]) == 0
+    [line] = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert line["result"]["pose_video_path"] == str(tmp_path / "out" / "dance_pose.mp4")
+    assert (tmp_path / "out" / "dance_face.mp4").read_bytes() == PREPROCESSED["face_video"]

@@ -7,6 +7,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -282,6 +283,56 @@ def test_warm_check_is_fast(layout) -> None:
         check_volume(s)
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 0.020
+
+
+def test_concurrent_checks_while_files_change(layout, monkeypatch) -> None:
+    """The warm-up thread and the first job check at once while files are touched: every result is
+    right, nothing raises, and each header version is read at most once (a slow read widens the race)."""
+    s, _, volume, yaml_file = layout
+    fill(volume)
+    touched = [volume / m.folder / m.name for m in MODEL_SETS["i2v-14b"].files[:3]] + [yaml_file]
+    reads: dict[str, int] = {}
+    real = models.safetensors_problem
+
+    def slow_read(path: str, size: int) -> str | None:
+        reads[path] = reads.get(path, 0) + 1
+        time.sleep(0.001)
+        return real(path, size)
+
+    monkeypatch.setattr(models, "safetensors_problem", slow_read)
+    touches, errors = 20, []
+    done = threading.Event()
+
+    def toucher() -> None:
+        base = {p: p.stat().st_mtime_ns for p in touched}
+        for i in range(1, touches + 1):
+            for p in touched:
+                os.utime(p, ns=(base[p], base[p] + i * 1_000_000))
+            time.sleep(0.002)
+        done.set()
+
+    def checker() -> None:
+        try:
+            rounds = 0
+            while not done.is_set() or rounds < 5:
+                assert check_volume(s).ok
+                assert check_volume(s, MODEL_SETS["i2v-14b"].names, "i2v-14b").ok
+                rounds += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=checker) for _ in range(4)] + [threading.Thread(target=toucher)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert check_volume(s).ok
+    for p in touched[:-1]:
+        assert 1 <= reads[str(p)] <= touches + 1  # at most once per version (mtime) it had
+        assert [k[2] for k in models._HEADER_CACHE if k[0] == str(p)] == [p.stat().st_mtime_ns]
+    untouched = volume / VAE.folder / VAE.name
+    assert reads[str(untouched)] == 1
 
 
 def test_yaml_change_is_picked_up(layout, tmp_path: Path) -> None:

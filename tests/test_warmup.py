@@ -21,6 +21,12 @@ def fresh_process(monkeypatch):
     monkeypatch.setattr(handler_module, "FINISHED_GRAPHS", set())
 
 
+@pytest.fixture
+def fake(scanning_fake):
+    """The stand-in listing every file of the test volume: each kind's models are there to warm."""
+    return scanning_fake
+
+
 def job(**fields) -> dict:
     return {"id": "job-1", "input": {"image": png_b64(), "prompt": "a slow pan", "seed": 1, **fields}}
 
@@ -44,6 +50,34 @@ def test_warm_up_runs_once_and_the_first_job_is_warm(worker_env, fake, monkeypat
     result = handler(job())
     assert "error" not in result, result
     assert result["warm"] is True and result["timings_ms"]["model_load"] > 0
+
+
+def test_an_animate_warm_up_sends_its_own_control_videos_and_the_first_animate_job_is_warm(
+        worker_env, fake, monkeypatch, caplog):
+    import wan_worker.preprocess as preprocess
+
+    def no_preprocessing(*_a, **_k):
+        raise AssertionError("the Animate warm-up ran the ONNX preprocessing")
+
+    monkeypatch.setattr(preprocess, "preprocess", no_preprocessing)
+    monkeypatch.setenv("WARMUP", "animate")
+    caplog.set_level(logging.INFO)
+    warmup.start(load_settings()).join(30)
+    assert any("warm-up animate done" in r.getMessage() for r in caplog.records), caplog.text
+
+    [sent] = fake.prompts
+    animate = [n["inputs"] for n in sent["prompt"].values() if n["class_type"] == "WanAnimateToVideo"]
+    assert {(a["width"], a["height"]) for a in animate} == {(128, 128)}
+    assert "background_video" not in animate[0]  # move mode
+    assert {n["inputs"]["steps"] for n in sent["prompt"].values() if n["class_type"] == "KSampler"} == {2}
+    videos = {n["_meta"]["title"] for n in sent["prompt"].values() if n["class_type"] == "LoadVideo"}
+    assert videos == {"Pose Video", "Face Video"}  # the tiny driving video has no sound: not uploaded
+    assert files_under(fake.output_dir) == [] and files_under(fake.input_dir) == []
+
+    first = dict(warmup.job_input("animate"), seed=1)
+    result = handler({"id": "job-1", "input": first})
+    assert "error" not in result, result
+    assert result["warm"] is True and result["frames"] == warmup.ANIMATE_FRAMES
 
 
 def test_without_warm_up_the_first_job_is_cold_and_the_second_warm(worker_env, fake):
@@ -98,3 +132,11 @@ def test_every_kind_has_a_valid_smallest_job(kind):
 
     req = parse_input(warmup.job_input(kind), max_timeout_s=900)
     assert req.spec.model_set.startswith(kind)  # i2v -> i2v-14b, ti2v-5b -> ti2v-5b, ...
+
+
+@pytest.mark.parametrize("kind", warmup.KINDS)
+def test_every_kind_plans_in_a_dry_run(worker_env, fake, kind):
+    """The whole planning (volume, image, sound, driving and control videos) accepts each warm-up job."""
+    result = handler({"id": f"dry-{kind}", "input": {**warmup.job_input(kind), "dry_run": True}})
+    assert "error" not in result, result
+    assert result["checks"]["models"]["ok"] is True and (result["width"], result["height"]) == (128, 128)

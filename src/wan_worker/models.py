@@ -14,6 +14,7 @@ import os
 import stat
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,9 @@ FIX_DAMAGED = "delete it and download it again with scripts/download_models.sh"
 
 _YAML_CACHE: dict[str, tuple[int, int, Any]] = {}  # path -> (size, mtime_ns, parsed YAML)
 _HEADER_CACHE: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime_ns) -> header was ok
+# The warm-up thread, the prefetch thread and the first job can check at the same moment: one lock
+# keeps the caches consistent and reads each header once. Reentrant: the check loads the YAML too.
+_CACHE_LOCK = threading.RLock()
 
 
 def config_files(settings: Settings) -> list[Path]:
@@ -267,6 +271,11 @@ def _full_path(line: str, base_path: str | None, yaml_dir: str) -> str:
 
 def _load_yaml(config_file: Path) -> dict[str, Any]:
     """Parsed YAML, cached by (size, mtime) so a warm check does not re-parse it."""
+    with _CACHE_LOCK:
+        return _load_yaml_locked(config_file)
+
+
+def _load_yaml_locked(config_file: Path) -> dict[str, Any]:
     key = str(config_file)
     try:
         st = os.stat(config_file)
@@ -445,11 +454,12 @@ def check_volume(settings: Settings, names: set[str] | None = None,
     or damaged models are reported, not raised (see VolumeReport.raise_for_problems).
     """
     started = time.perf_counter()
-    dirs = model_dirs(settings)
-    searched = {folder: [str(d) for d in folder_dirs] for folder, folder_dirs in dirs.items()}
-    files = tuple(_check_file(model, searched[model.folder]) for model in MANIFEST
-                  if names is None or model.name in names)
-    report = VolumeReport(files, searched, tuple(str(p) for p in config_files(settings)), model_set)
+    with _CACHE_LOCK:
+        dirs = model_dirs(settings)
+        searched = {folder: [str(d) for d in folder_dirs] for folder, folder_dirs in dirs.items()}
+        files = tuple(_check_file(model, searched[model.folder]) for model in MANIFEST
+                      if names is None or model.name in names)
+        report = VolumeReport(files, searched, tuple(str(p) for p in config_files(settings)), model_set)
     log.debug("volume check: %d ok, %d missing, %d damaged in %.1f ms", len(files) -
               len(report.missing) - len(report.damaged), len(report.missing),
               len(report.damaged), (time.perf_counter() - started) * 1000)

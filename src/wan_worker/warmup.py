@@ -2,10 +2,11 @@
 
 A fresh ComfyUI loads a job's models when the job runs: on a 14B set that is tens of seconds to
 minutes, paid by the first request. With WARMUP set to a job kind, the worker runs the smallest
-job of that kind (128x128, 5 frames, 2 steps: the least the input rules allow) through the
-normal pipeline as soon as ComfyUI answers, on a thread of its own and with its own ComfyUI
-client, and throws the video away (its files are cleaned up like any job's). A failed warm-up is
-logged; it never fails the worker, and jobs never wait for it (ComfyUI queues them behind it).
+job of that kind (128x128, 5 frames, 2 steps: the least the input rules allow; Animate brings its
+own tiny pose and face videos, so no preprocessing runs) through the normal pipeline as soon as
+ComfyUI answers, on a thread of its own and with its own ComfyUI client, and throws the video
+away (its files are cleaned up like any job's). A failed warm-up is logged; it never fails the
+worker, and jobs never wait for it (ComfyUI queues them behind it).
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from .settings import Settings
 
 log = logging.getLogger("wan_worker.warmup")
 
-KINDS = ("i2v", "t2v", "ti2v-5b", "s2v")
+KINDS = ("i2v", "t2v", "ti2v-5b", "s2v", "animate")
 OFF = {"", "0", "false", "no", "off", "none"}
 SMALLEST = {"width": 128, "height": 128, "length": 5, "steps": 2, "seed": 0, "output": "base64"}
+ANIMATE_FRAMES = 5  # the driving video's length at 16 fps; the graph's first window is 77 frames anyway
 
 _started = threading.Lock()  # the warm-up runs once per process
 
@@ -47,6 +49,17 @@ def tiny_wav(seconds: float = 1.0, rate: int = 16000) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def tiny_mp4(frames: int = ANIMATE_FRAMES, side: int = 64) -> str:
+    """A few gray frames at 16 fps: Animate's driving, pose and face video in one (their content does
+    not matter for loading the models; the pose and face videos spare the ONNX preprocessing)."""
+    import numpy as np
+
+    from .preprocess.video import FPS, encode_mp4
+
+    data = encode_mp4([np.full((side, side, 3), 40 + 30 * i, np.uint8) for i in range(frames)], fps=FPS)
+    return base64.b64encode(data).decode()
+
+
 def job_input(kind: str) -> dict[str, Any]:
     """The smallest valid job of `kind`; ValueError names the kinds there are."""
     base = {"prompt": "warm-up", **SMALLEST}
@@ -57,8 +70,17 @@ def job_input(kind: str) -> dict[str, Any]:
     if kind == "ti2v-5b":
         return {**base, "model": "5b"}
     if kind == "s2v":
-        return {**{k: v for k, v in base.items() if k != "length"}, "image": tiny_png(), "audio": tiny_wav()}
+        return {**_without_length(base), "image": tiny_png(), "audio": tiny_wav()}
+    if kind == "animate":
+        clip = tiny_mp4()
+        return {**_without_length(base), "image": tiny_png(), "video": clip, "pose_video": clip,
+                "face_video": clip, "mode": "move"}
     raise ValueError(f"WARMUP takes one of {', '.join(KINDS)} (or nothing), not {kind!r}")
+
+
+def _without_length(job: dict[str, Any]) -> dict[str, Any]:
+    """S2V and Animate take their length from the sound or the driving video, and refuse `length`."""
+    return {k: v for k, v in job.items() if k != "length"}
 
 
 def run(settings: Settings, kind: str) -> dict[str, Any] | None:

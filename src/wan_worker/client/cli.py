@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .api import Api, ApiError, HostedApi, LocalApi, RetryPolicy
 from .display import JobDisplay
-from .results import SaveError, describe_failure, describe_success, save_result, summary
+from .results import PREPROCESSED, SaveError, describe_failure, describe_success, save_result, summary
 from .runner import Interrupted, WaitExpired, WaitOptions, run_job
 
 log = logging.getLogger("wan_worker.client")
@@ -49,7 +49,7 @@ FIELDS = {
     "switch_step": "switch_step", "sampler": "sampler", "scheduler": "scheduler",
     "lora_strength": "lora_strength", "resolution": "resolution", "model": "model",
     "output_mode": "output", "timeout": "timeout_s", "audio_start": "audio_start_s", "duration": "duration_s",
-    "mode": "mode", "relight": "relight",
+    "mode": "mode", "relight": "relight", "person": "person",
 }
 # option dest -> the job field it fills with a file (sent as base64) or a URL
 FILE_OPTIONS = {"video": "video", "pose_video": "pose_video", "face_video": "face_video",
@@ -99,13 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--duration", type=float, metavar="SECONDS", help="duration_s: how much of --audio to cover")
     job.add_argument("--video", metavar="FILE",
                      help="video: Animate, IMAGE (the character) moves as the person in this video (MP4, WebM, "
-                          "MOV; file or URL); needs --pose-video and --face-video (and for replace "
-                          "--background-video, --mask-video)")
+                          "MOV; file or URL); the worker makes the pose and face videos from it, or send "
+                          "--pose-video and --face-video (and for replace --background-video, --mask-video)")
     job.add_argument("--mode", help="move (default) or replace: the character takes the person's place in --video")
     job.add_argument("--pose-video", metavar="FILE", help="pose_video: the pose skeletons of --video, per frame")
     job.add_argument("--face-video", metavar="FILE", help="face_video: the face of --video, cropped per frame")
     job.add_argument("--background-video", metavar="FILE", help="background_video: --video without the person")
     job.add_argument("--mask-video", metavar="FILE", help="mask_video: the person's mask in --video, per frame")
+    job.add_argument("--person", type=int, metavar="N",
+                     help="person: which person of --video the worker follows, by size (0 = the largest)")
+    job.add_argument("--return-preprocessed", action="store_true",
+                     help="return_preprocessed: also save the pose and face videos the worker made from "
+                          "--video, beside the MP4 (OUT_pose.mp4, OUT_face.mp4)")
     job.add_argument("--relight", action=argparse.BooleanOptionalAction, default=None,
                      help="relight: light the character like the scene (replace mode; on by default)")
     job.add_argument("--lora", action="append", default=[], metavar="NAME[:STRENGTH]",
@@ -224,6 +229,8 @@ def common_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["dry_run"] = True
     if args.last_frame:
         fields["return_last_frame"] = True
+    if args.return_preprocessed:
+        fields["return_preprocessed"] = True
     fields.update(parse_set(args.set))
     return fields
 
@@ -300,6 +307,9 @@ def run_single(args: argparse.Namespace, api: Api) -> int:
     if args.last_frame and "last_frame" not in saved.paths:
         print("the worker returned no last frame (does it support return_last_frame?)", file=sys.stderr)
         return EXIT_SAVE
+    if args.return_preprocessed and not output.get("dry_run") and not PREPROCESSED.keys() & saved.paths.keys():
+        print("the worker returned no pose or face video (it returns the ones it made from --video)",
+              file=sys.stderr)
     if "video" not in saved.paths and not saved.images and not output.get("dry_run"):
         print("the result holds no video to save", file=sys.stderr)
         return EXIT_SAVE

@@ -19,7 +19,10 @@ from .api import ApiError, RetryPolicy, strip_query, with_retries
 from .display import ByteDisplay, human_size
 
 # Result fields that hold whole files as base64: never printed, replaced by the saved path.
-FILE_FIELDS = {"video": "video_path", "last_frame": "last_frame_path"}
+FILE_FIELDS = {"video": "video_path", "last_frame": "last_frame_path", "pose_video": "pose_video_path",
+               "face_video": "face_video_path"}
+# Animate's own control videos (return_preprocessed): result key -> what they are, for the summary
+PREPROCESSED = {"pose_video": "pose video the worker made", "face_video": "face video the worker made"}
 
 
 class SaveError(Exception):
@@ -91,7 +94,7 @@ def _error_text(error: Any) -> str:
 class Saved:
     """Where a result's files went."""
 
-    paths: dict[str, Path] = field(default_factory=dict)  # "video", "last_frame" -> path
+    paths: dict[str, Path] = field(default_factory=dict)  # "video", "last_frame", "pose_video"... -> path
     images: list[Path] = field(default_factory=list)  # workflow mode outputs
 
 
@@ -153,17 +156,16 @@ def download(url: str, path: Path, policy: RetryPolicy, *, quiet: bool = False,
 
 def save_result(output: dict[str, Any], video_path: Path, last_frame_path: Path | None,
                 policy: RetryPolicy, quiet: bool = False) -> Saved:
-    """Decode or download the video (and last frame, and workflow-mode outputs) to disk."""
+    """Decode or download the video (and last frame, Animate's pose and face videos, workflow-mode
+    outputs) to disk."""
     saved = Saved()
-    if isinstance(output.get("video"), str):
-        saved.paths["video"] = decode_to(video_path, output["video"], "video")
-    elif isinstance(output.get("video_url"), str):
-        saved.paths["video"] = download(output["video_url"], video_path, policy, quiet=quiet)
-    if last_frame_path is not None:
-        if isinstance(output.get("last_frame"), str):
-            saved.paths["last_frame"] = decode_to(last_frame_path, output["last_frame"], "last frame")
-        elif isinstance(output.get("last_frame_url"), str):
-            saved.paths["last_frame"] = download(output["last_frame_url"], last_frame_path, policy, quiet=quiet)
+    wanted = {"video": video_path, "last_frame": last_frame_path}
+    wanted.update({key: preprocessed_path(video_path, key) for key in PREPROCESSED})
+    for key, path in wanted.items():
+        if path is not None:
+            found = save_file(output, key, path, policy, quiet)
+            if found is not None:
+                saved.paths[key] = found
     for item in output.get("images") or []:
         if isinstance(item, dict) and isinstance(item.get("data"), str):
             name = Path(str(item.get("filename") or "output")).name
@@ -171,6 +173,21 @@ def save_result(output: dict[str, Any], video_path: Path, last_frame_path: Path 
             saved.images.append(decode_to(dest, item["data"], name) if item.get("type") == "base64"
                                 else download(item["data"], dest, policy, quiet=quiet))
     return saved
+
+
+def preprocessed_path(video_path: Path, key: str) -> Path:
+    """Where an Animate job's own pose or face video goes: beside the MP4 (out.mp4 -> out_pose.mp4)."""
+    return video_path.with_name(f"{video_path.stem}_{key.removesuffix('_video')}.mp4")
+
+
+def save_file(output: dict[str, Any], key: str, path: Path, policy: RetryPolicy, quiet: bool) -> Path | None:
+    """`key` as base64 in the result, or `<key>_url` (S3 delivery), written to `path`; None when absent."""
+    what = key.replace("_", " ")
+    if isinstance(output.get(key), str):
+        return decode_to(path, output[key], what)
+    if isinstance(output.get(f"{key}_url"), str):
+        return download(output[f"{key}_url"], path, policy, quiet=quiet)
+    return None
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -215,6 +232,7 @@ def describe_success(outcome: Outcome, saved: Saved) -> list[str]:
         lines.append("the job returned no video")
     if "last_frame" in saved.paths:
         lines.append(f"saved {saved.paths['last_frame']} (last frame)")
+    lines += [f"saved {saved.paths[key]} ({what})" for key, what in PREPROCESSED.items() if key in saved.paths]
     lines += [f"saved {p}" for p in saved.images]
     if "seed" in out:
         lines.append(f"seed {out['seed']}")
