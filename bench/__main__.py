@@ -330,6 +330,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load-only", action="store_true", help="--cold: the loading job only, no I2V job")
     parser.add_argument("--scenarios", default=",".join(("cold", "prefetch", "warm-up", "hot")),
                         help="--cold: which scenarios, comma-separated (default cold,prefetch,warm-up,hot)")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile and tracemalloc of handler() per job, in this process, against the "
+                             "stand-in ComfyUI: what each part of a job costs in ms and MB (bench/profile.py)")
     parser.add_argument("--preprocess", action="store_true",
                         help="Animate preprocessing per frame on this CPU with models of the real shapes and "
                              "compute (bench/preprocess.py; --quick: fewer frames)")
@@ -356,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_real(args, bench, tmp)
     if args.cold:
         return main_cold(args, bench, tmp)
+    if args.profile:
+        return main_profile(args, bench, tmp)
     failed = False
     try:
         bench.setup()
@@ -472,6 +477,27 @@ def main_cold(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     print()
     print(cold.table(results))
     print_checks(args, results, cold.verdicts(results), "budgets")
+    return 1 if failed else 0
+
+
+def main_profile(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--profile`: cProfile and tracemalloc of handler() per job (bench/profile.py)."""
+    from . import profile
+
+    failed = run_guarded(args, bench, tmp, lambda: profile.run(bench, args.quick, args.jobs, log))
+    results = bench.results
+    m = results["machine"]
+    counts = results.get("profile", {}).get("counts", {})
+    print()
+    print(f"wan-worker profile{', INCOMPLETE: it failed' if failed else ''}: {m['nproc']} CPUs ({m['cpu']}), "
+          f"{m['ram_gb']} GB RAM, Python {m['python']}; {results['seconds']:.0f} s; load average "
+          f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end; jobs per case: {counts}")
+    print(f"worker under test: {m['worker_package']}")
+    print()
+    print(profile.report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"results written to {args.json}")
     return 1 if failed else 0
 
 
