@@ -370,6 +370,7 @@ def run_cases(bench: Any, n: Counts, log: Callable[[str], None]) -> None:
         first = n.warmup
         bare = timed(side, case, text, n.timed, first)
         stats = profiled(side, case, text, n.profiled, first + n.timed)
+        stats.dump_stats(str(bench.logs / f"{case.label.replace(' ', '_')}.pstats"))  # kept with --keep
         del text
         memory = traced(side, case, make_text, n.traced, first + n.timed + n.profiled, len(raw))
         bench.results["profile"]["cases"].append({
