@@ -8,6 +8,7 @@ time from its first possible answer to ComfyClient.wait_until_ready() returning)
 Markdown table of results, budgets and pass/miss. See docs/performance.md.
 
 `--comfyui`: the worker against the floor on the real ComfyUI with tiny models (bench/real.py).
+`--profile`: cProfile and tracemalloc of handler() per job, in this process (bench/profile.py).
 """
 from __future__ import annotations
 

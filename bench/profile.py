@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 

@@ -256,7 +256,7 @@ def isolate_outputs(graph: Graph, folder: str) -> Graph:
     which the worker has already delivered and deleted. A per-run folder changes the save nodes'
     inputs, so they run again and write new files, while everything upstream stays cached.
     Only the save nodes are copied (`graph` is left as it was, and nothing changes the result's
-    other nodes afterwards): a deep copy of a bundled graph costs ~0.3 ms a job, for nothing.
+    other nodes afterwards): a second deep copy of a bundled graph cost ~0.1 ms a job, for nothing.
     """
     g = dict(graph)
     for node_id, node in graph.items():
