@@ -40,6 +40,7 @@ dry-run: $(STAMP)
 # not a test: CI does not run it. `make bench BENCH_ARGS=--quick` for a smoke run;
 # `make bench BENCH_ARGS=--comfyui` against the real ComfyUI with tiny models (COMFY_PYTHON, COMFYUI_DIR);
 # `make bench BENCH_ARGS=--cold` the first job on a slow FUSE volume (root, /dev/fuse, fuse3; the same).
+# `make bench BENCH_ARGS=--profile` cProfile + tracemalloc of handler() per job against the stand-in.
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

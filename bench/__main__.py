@@ -8,6 +8,7 @@ time from its first possible answer to ComfyClient.wait_until_ready() returning)
 Markdown table of results, budgets and pass/miss. See docs/performance.md.
 
 `--comfyui`: the worker against the floor on the real ComfyUI with tiny models (bench/real.py).
+`--profile`: cProfile and tracemalloc of handler() per job, in this process (bench/profile.py).
 """
 from __future__ import annotations
 
@@ -334,6 +335,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="N mixed jobs (default 200) through one warm worker on the real ComfyUI, ComfyUI "
                              "killed and restarted half-way: memory, file descriptors, leftovers, overhead at "
                              "start and end (bench/soak.py; ~30-40 min for 200 on 2 cores)")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile and tracemalloc of handler() per job, in this process, against the "
+                             "stand-in ComfyUI: what each part of a job costs in ms and MB (bench/profile.py)")
     parser.add_argument("--preprocess", action="store_true",
                         help="Animate preprocessing per frame on this CPU with models of the real shapes and "
                              "compute (bench/preprocess.py; --quick: fewer frames)")
@@ -362,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_cold(args, bench, tmp)
     if args.soak:
         return main_soak(args, bench, tmp)
+    if args.profile:
+        return main_profile(args, bench, tmp)
     failed = False
     try:
         bench.setup()
@@ -497,6 +503,27 @@ def main_soak(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     print(soak.table(results))
     print_checks(args, results, soak.verdicts(results), "budgets")
     return 1 if failed or not all(ok for _, ok in soak.verdicts(results)) else 0
+
+
+def main_profile(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--profile`: cProfile and tracemalloc of handler() per job (bench/profile.py)."""
+    from . import profile
+
+    failed = run_guarded(args, bench, tmp, lambda: profile.run(bench, args.quick, args.jobs, log))
+    results = bench.results
+    m = results["machine"]
+    counts = results.get("profile", {}).get("counts", {})
+    print()
+    print(f"wan-worker profile{', INCOMPLETE: it failed' if failed else ''}: {m['nproc']} CPUs ({m['cpu']}), "
+          f"{m['ram_gb']} GB RAM, Python {m['python']}; {results['seconds']:.0f} s; load average "
+          f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end; jobs per case: {counts}")
+    print(f"worker under test: {m['worker_package']}")
+    print()
+    print(profile.report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"results written to {args.json}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -205,3 +205,19 @@ def test_user_loras_chain_after_the_lightx2v_lora_of_their_expert(wf, object_inf
     assert strengths == [-1.5, 0.7, 0.7, 2.0]
     assert wf.inputs(g, "High Noise LoRA")["strength_model"] == strength
     assert len(g) == len(wf.graph) + 4
+
+
+def test_isolate_outputs_changes_only_the_save_nodes_of_a_copy():
+    import copy
+
+    from wan_worker.workflow import isolate_outputs
+
+    graph = {"1": {"class_type": "LoadVideo", "inputs": {"file": "a.mp4"}},
+             "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "/video/out"}},
+             "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "still"}}}
+    before = copy.deepcopy(graph)
+    out = isolate_outputs(graph, "wan-worker-p1")
+    assert graph == before  # the client's (or the bundled) graph is left as it was
+    assert out["2"]["inputs"] == {"video": ["1", 0], "filename_prefix": "wan-worker-p1/video/out"}
+    assert out["3"]["inputs"]["filename_prefix"] == "wan-worker-p1/still"
+    assert out["1"] == graph["1"] and out["2"]["class_type"] == "SaveVideo"

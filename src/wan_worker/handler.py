@@ -140,7 +140,7 @@ def run(w: Worker, j: Job, req: Request) -> dict[str, Any]:
                     "timings_ms": j.timings.done()}
         progress.follow(plan.phases, plan.default_phase)
         progress.phase(plan.default_phase)
-        names = upload(w, j, plan.uploads)
+        names = upload(w, j, plan.take_uploads())
         graph_name = plan.fields.get("graph")
         warm = graph_name in FINISHED_GRAPHS
         run_prompt(w, j, isolate_outputs(plan.build(names), j.output_folder), progress, plan)

@@ -64,6 +64,13 @@ class Plan:
     def upload_names(self) -> list[str]:
         return [u.name for u in self.uploads]
 
+    def take_uploads(self) -> list[Upload]:
+        """The files to upload, handed over once: the plan stops holding them, so a large input's
+        decoded bytes are freed after the upload instead of living on through delivery, where the
+        job's memory peaks (one copy of the payload less there: bench --profile)."""
+        uploads, self.uploads = self.uploads, []
+        return uploads
+
 
 def plan(settings: Settings, workflows: dict[str, Workflow], job_id: str, req: Request,
          progress: Progress, timings: Timed) -> Plan:
