@@ -334,7 +334,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak", type=int, nargs="?", const=200, metavar="N",
                         help="N mixed jobs (default 200) through one warm worker on the real ComfyUI, ComfyUI "
                              "killed and restarted half-way: memory, file descriptors, leftovers, overhead at "
-                             "start and end (bench/soak.py; ~30-40 min for 200 on 2 cores)")
+                             "start and end (bench/soak.py; ~12 min for 200 on 2 cores)")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile and tracemalloc of handler() per job, in this process, against the "
                              "stand-in ComfyUI: what each part of a job costs in ms and MB (bench/profile.py)")

@@ -121,3 +121,20 @@ def test_a_move_job_from_only_image_and_video(animate_env, real_comfy: RealComfy
     assert (len(pose.frames), pose.width, pose.height) == (5, 128, 128) and not pose.is_blank()
     face = decode(base64.b64decode(result["face_video"]))
     assert (len(face.frames), face.width, face.height) == (5, 512, 512)
+
+
+def test_the_animate_warm_up_runs_on_comfyui_and_leaves_nothing(animate_env, real_comfy: RealComfy):
+    """WARMUP=animate: the smallest Animate job (its own gray pose and face clips, no preprocessing)
+    really runs, its video is thrown away and its files are cleaned up like any job's."""
+    from wan_worker import background, warmup
+    from wan_worker.settings import load_settings
+
+    files_before = real_comfy.files()
+    result = warmup.run(load_settings(), "animate")
+    assert result is not None and "error" not in result, result
+    video = decode_result(result)
+    assert (result["graph"], result["mode"], result["windows"]) == ("animate", "move", 1)
+    assert (len(video.frames), video.width, video.height) == (result["frames"], 128, 128)
+    assert background.wait_idle(10)
+    assert real_comfy.files() == files_before
+    assert result["prompt_id"] not in real_comfy.history()
