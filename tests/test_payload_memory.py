@@ -9,7 +9,7 @@ import tracemalloc
 
 import requests
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, png_b64
 from wan_worker import delivery
 from wan_worker.comfy import ComfyClient, multipart
 from wan_worker.handler import handler
@@ -97,3 +97,5 @@ def test_a_proxy_in_the_environment_is_not_used_for_comfyui_requests(worker_env,
     client.wait_until_ready()
     assert client.upload_image("p.mp4", big_mp4(100_000), "video/mp4") == "p.mp4"
     assert client.history("no-such-prompt") == {}
+    result = handler({"id": "proxy", "input": {"image": png_b64(), "prompt": "waves roll in"}})
+    assert "error" not in result, result  # the websocket too

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -283,8 +284,13 @@ class ComfyClient:
         try:
             # skip_utf8_validation: websocket-client checks UTF-8 in pure Python (~0.3 us a byte);
             # recv() decodes text frames with bytes.decode("utf-8"), which checks it anyway.
+            # Our own TCP socket: ComfyUI is local, but websocket-client (1.9) would send the
+            # connection to an HTTP_PROXY set for downloads, even for 127.0.0.1.
+            host, _, port = self.settings.comfy_host.rpartition(":")
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return websocket.create_connection(f"{self.settings.comfy_ws_url}?clientId={self.client_id}",
-                                               timeout=10, skip_utf8_validation=True)
+                                               timeout=10, skip_utf8_validation=True, socket=sock)
         except (OSError, websocket.WebSocketException) as exc:
             self._ready = False
             self.check_process()
