@@ -4,10 +4,9 @@ files the graph loads, the LoRAs (downloaded if given by URL), every input image
 
 Video jobs (I2V, first-last-frame, text-to-video, sound-to-video, Animate; model 14b or 5b) run the
 bundled graph of `VideoRequest.spec`; a graph with `timing` (S2V, Animate) takes its length and parts
-from the duration of its driving input (the sound, the driving video), read here before anything is
-queued. Animate's control videos (pose, face, background, mask) come from `control_videos`, the one
-place that decides where they come from. Workflow mode
-brings its own graph. Either way the handler runs the same pipeline on the plan.
+from the duration of its driving input (the sound, the driving video), read before anything is
+queued by wan_worker.drivers (which also decides where Animate's control videos come from).
+Workflow mode brings its own graph. Either way the handler runs the same pipeline on the plan.
 """
 from __future__ import annotations
 
@@ -17,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Protocol
 
 from . import loras as lora_files
-from .avmedia import AVInput, Span, frames_at, load_av, pick_span, resample_video, rgb_frames
+from .drivers import CONTROLS, Driving, Sound, load_driving, load_sound, make_controls, worker_makes_controls
 from .errors import INVALID_INPUT, WorkerError
-from .graphs import ANIMATE_FPS, VideoParams
+from .graphs import VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
 from .models import PREPROCESS_FILES, check_volume, sets_report
@@ -118,7 +117,7 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     if sound is not None and params.audio_name:
         uploads.append(Upload(params.audio_name, sound.input.data, sound.input.mime_type))
     if driving is not None:
-        uploads.extend(driving.uploads(params.video_names))
+        uploads.extend(Upload(*u) for u in driving.uploads(params.video_names))
     nodes = [lo.node() for lo in loras]
 
     def build(names: list[str]) -> Graph:
@@ -163,131 +162,6 @@ def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress, tim
     with timings.phase("loras"):
         return lora_files.resolve(choices, settings, download=not req.dry_run,
                                   progress=report)
-
-
-@dataclass(frozen=True)
-class Sound:
-    """A sound-to-video job's `audio`: the checked file and the part of it the video covers."""
-
-    input: AVInput
-    span: Span
-
-
-def load_sound(req: VideoRequest, settings: Settings, timings: Timed) -> Sound:
-    """`audio` read and measured, and the part of it the video covers (`audio_start_s`,
-    `duration_s`) checked against its length and MAX_AUDIO_S."""
-    with timings.phase("audio"):
-        found = load_av(req.audio, settings, "audio", "audio")
-        return Sound(found, pick_span(found, req.audio_start_s, req.duration_s, settings.max_audio_s,
-                                      "MAX_AUDIO_S", "audio_start_s", "duration_s"))
-
-
-# Animate's control videos: job field -> the graph role that loads it
-CONTROLS = {"pose_video": "Pose Video", "face_video": "Face Video", "background_video": "Background Video",
-            "mask_video": "Mask Video"}
-WHAT = {"pose_video": "the pose skeletons drawn per frame", "face_video": "the driver's face, cropped per frame",
-        "background_video": "the video with the person removed", "mask_video": "the person's mask per frame"}
-
-
-def control_fields(mode: str) -> tuple[str, ...]:
-    """The control videos WanAnimateToVideo reads in `mode`."""
-    return ("pose_video", "face_video") + (("background_video", "mask_video") if mode == "replace" else ())
-
-
-@dataclass(frozen=True)
-class Driving:
-    """An Animate job's videos: the driving video (its length, its sound) and the control videos
-    the graph loads, each at 16 fps (resampled when it was not) and at least as long as the driver."""
-
-    video: AVInput
-    frames: int  # the driving video's frames at 16 fps: the result's length
-    controls: dict[str, tuple[AVInput, bytes]]  # field -> (what was sent, the bytes to upload)
-    made: bool = False  # the controls were made by the worker from `video` (wan_worker.preprocess)
-
-    def uploads(self, names: dict[str, str]) -> list[Upload]:
-        """In the order of `names` (graph role -> upload name), as VideoParams.video_names keeps it."""
-        by_role = {CONTROLS[f]: data for f, (_found, data) in self.controls.items()}
-        out = []
-        for role, name in names.items():
-            if role == "Driving Video":
-                out.append(Upload(name, self.video.data, self.video.mime_type))
-            else:
-                out.append(Upload(name, by_role[role], "video/mp4"))
-        return out
-
-    def checks(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"video": {**self.video.check(), "frames_at_16fps": self.frames}}
-        for f, (found, data) in self.controls.items():
-            out[f] = ({"made_from": "video", "bytes": len(data)} if self.made
-                      else {**found.check(), "resampled": data is not found.data})
-        return out
-
-
-def worker_makes_controls(req: VideoRequest) -> bool:
-    """An Animate job without `pose_video`/`face_video`: the worker makes them from `video`
-    (request.py refuses one without the other)."""
-    return req.video is not None and req.pose_video is None and req.face_video is None
-
-
-def require_controls(req: VideoRequest) -> tuple[str, ...]:
-    """The control fields the client must send: none when the worker makes them from `video`, else
-    the mode's (the official Wan2.2 Animate preprocessing's); a missing one is refused by name."""
-    if worker_makes_controls(req):
-        return ()
-    needed = control_fields(req.mode)
-    missing = [f for f in needed if getattr(req, f) is None]
-    if missing:
-        listed = ", ".join(f"`{f}` ({WHAT[f]})" for f in missing)
-        raise invalid(missing[0], f"is missing: {req.mode} mode needs {listed}, made from `video` by the "
-                                  "official Wan2.2 Animate preprocessing (see the README); send "
-                                  f"{'them' if len(missing) > 1 else 'it'}")
-    return needed
-
-
-def control_videos(req: VideoRequest, settings: Settings, frames: int) -> dict[str, tuple[AVInput, bytes]]:
-    """The pose, face (and for replace, background and mask) videos WanAnimateToVideo reads, each
-    checked to cover the driving video's `frames` and resampled to 16 fps when it is not."""
-    out = {}
-    for f in require_controls(req):
-        found = load_av(getattr(req, f), settings, f, "video")
-        have = frames_at(found, ANIMATE_FPS)
-        if have < frames:
-            raise invalid(f, f"lasts {found.duration_s:.2f} s ({have} frames at {ANIMATE_FPS} fps), shorter than "
-                             f"`video` ({frames} frames); make it from the same driving video")
-        assert found.video is not None
-        same = abs(found.video.fps - ANIMATE_FPS) < 0.01
-        out[f] = (found, found.data if same else resample_video(found, ANIMATE_FPS, frames))
-    return out
-
-
-def load_driving(req: VideoRequest, settings: Settings, timings: Timed) -> Driving:
-    """`video` read and measured (at most MAX_VIDEO_S), then its control videos."""
-    with timings.phase("video"):
-        require_controls(req)  # before reading megabytes
-        found = load_av(req.video, settings, "video", "video")
-        if found.duration_s > settings.max_video_s + 1e-6:
-            raise invalid("video", f"lasts {found.duration_s:.2f} s, more than this worker's limit of "
-                                   f"{settings.max_video_s:g} s (MAX_VIDEO_S); send a shorter clip")
-        frames = frames_at(found, ANIMATE_FPS)
-        return Driving(found, frames, control_videos(req, settings, frames))
-
-
-def make_controls(driving: Driving, req: VideoRequest, settings: Settings, size: tuple[int, int],
-                  progress: Progress, timings: Timed) -> Driving:
-    """The pose, face (and for replace, background and mask) videos made from `video` at the job's
-    size, before anything is queued; a dry run reports them without running the models."""
-    fields = control_fields(req.mode)
-    if req.dry_run:
-        return replace(driving, controls={f: (driving.video, b"") for f in fields}, made=True)
-    from .preprocess import preprocess, volume_models  # noqa: PLC0415 - onnxruntime, numpy: Animate only
-
-    width, height = size
-    with timings.phase("preprocessing"):
-        result = preprocess(rgb_frames(driving.video, ANIMATE_FPS, driving.frames), width=width, height=height,
-                            mode=req.mode, person=req.person, models=volume_models(settings),
-                            progress=progress.preprocessing)
-        videos = result.videos(ANIMATE_FPS)
-    return replace(driving, controls={f: (driving.video, videos[f]) for f in fields}, made=True)
 
 
 def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, end: PreparedImage | None,

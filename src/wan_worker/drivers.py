@@ -1,0 +1,144 @@
+"""The inputs that drive a video's length: S2V's sound and Animate's videos, read and checked
+before anything is queued.
+
+A graph with `timing` (GraphSpec) takes its length and parts from the duration of its driving
+input. `load_sound` reads `audio` and the part of it the video covers; `load_driving` reads
+Animate's `video` and its control videos (pose, face; for replace also background and mask), and
+`control_videos` is the one place that decides where those come from: sent by the client
+(resampled to 16 fps when they are not), or made by the worker from `video` (`make_controls`,
+wan_worker.preprocess).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .avmedia import AVInput, Span, frames_at, load_av, pick_span, resample_video, rgb_frames
+from .graphs import ANIMATE_FPS
+from .progress import Progress
+from .request import VideoRequest, invalid
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .jobs import Timed
+
+
+@dataclass(frozen=True)
+class Sound:
+    """A sound-to-video job's `audio`: the checked file and the part of it the video covers."""
+
+    input: AVInput
+    span: Span
+
+
+def load_sound(req: VideoRequest, settings: Settings, timings: Timed) -> Sound:
+    """`audio` read and measured, and the part of it the video covers (`audio_start_s`,
+    `duration_s`) checked against its length and MAX_AUDIO_S."""
+    with timings.phase("audio"):
+        found = load_av(req.audio, settings, "audio", "audio")
+        return Sound(found, pick_span(found, req.audio_start_s, req.duration_s, settings.max_audio_s,
+                                      "MAX_AUDIO_S", "audio_start_s", "duration_s"))
+
+
+# Animate's control videos: job field -> the graph role that loads it
+CONTROLS = {"pose_video": "Pose Video", "face_video": "Face Video", "background_video": "Background Video",
+            "mask_video": "Mask Video"}
+WHAT = {"pose_video": "the pose skeletons drawn per frame", "face_video": "the driver's face, cropped per frame",
+        "background_video": "the video with the person removed", "mask_video": "the person's mask per frame"}
+
+
+def control_fields(mode: str) -> tuple[str, ...]:
+    """The control videos WanAnimateToVideo reads in `mode`."""
+    return ("pose_video", "face_video") + (("background_video", "mask_video") if mode == "replace" else ())
+
+
+@dataclass(frozen=True)
+class Driving:
+    """An Animate job's videos: the driving video (its length, its sound) and the control videos
+    the graph loads, each at 16 fps (resampled when it was not) and at least as long as the driver."""
+
+    video: AVInput
+    frames: int  # the driving video's frames at 16 fps: the result's length
+    controls: dict[str, tuple[AVInput, bytes]]  # field -> (what was sent, the bytes to upload)
+    made: bool = False  # the controls were made by the worker from `video` (wan_worker.preprocess)
+
+    def uploads(self, names: dict[str, str]) -> list[tuple[str, bytes, str]]:
+        """(name, bytes, MIME type) in the order of `names` (graph role -> upload name), as
+        VideoParams.video_names keeps it."""
+        by_role = {CONTROLS[f]: data for f, (_found, data) in self.controls.items()}
+        return [(name, self.video.data, self.video.mime_type) if role == "Driving Video"
+                else (name, by_role[role], "video/mp4") for role, name in names.items()]
+
+    def checks(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"video": {**self.video.check(), "frames_at_16fps": self.frames}}
+        for f, (found, data) in self.controls.items():
+            out[f] = ({"made_from": "video", "bytes": len(data)} if self.made
+                      else {**found.check(), "resampled": data is not found.data})
+        return out
+
+
+def worker_makes_controls(req: VideoRequest) -> bool:
+    """An Animate job without `pose_video`/`face_video`: the worker makes them from `video`
+    (request.py refuses one without the other)."""
+    return req.video is not None and req.pose_video is None and req.face_video is None
+
+
+def require_controls(req: VideoRequest) -> tuple[str, ...]:
+    """The control fields the client must send: none when the worker makes them from `video`, else
+    the mode's (the official Wan2.2 Animate preprocessing's); a missing one is refused by name."""
+    if worker_makes_controls(req):
+        return ()
+    needed = control_fields(req.mode)
+    missing = [f for f in needed if getattr(req, f) is None]
+    if missing:
+        listed = ", ".join(f"`{f}` ({WHAT[f]})" for f in missing)
+        raise invalid(missing[0], f"is missing: {req.mode} mode needs {listed}, made from `video` by the "
+                                  "official Wan2.2 Animate preprocessing (see the README); send "
+                                  f"{'them' if len(missing) > 1 else 'it'}")
+    return needed
+
+
+def control_videos(req: VideoRequest, settings: Settings, frames: int) -> dict[str, tuple[AVInput, bytes]]:
+    """The pose, face (and for replace, background and mask) videos WanAnimateToVideo reads, each
+    checked to cover the driving video's `frames` and resampled to 16 fps when it is not."""
+    out = {}
+    for f in require_controls(req):
+        found = load_av(getattr(req, f), settings, f, "video")
+        have = frames_at(found, ANIMATE_FPS)
+        if have < frames:
+            raise invalid(f, f"lasts {found.duration_s:.2f} s ({have} frames at {ANIMATE_FPS} fps), shorter than "
+                             f"`video` ({frames} frames); make it from the same driving video")
+        assert found.video is not None
+        same = abs(found.video.fps - ANIMATE_FPS) < 0.01
+        out[f] = (found, found.data if same else resample_video(found, ANIMATE_FPS, frames))
+    return out
+
+
+def load_driving(req: VideoRequest, settings: Settings, timings: Timed) -> Driving:
+    """`video` read and measured (at most MAX_VIDEO_S), then its control videos."""
+    with timings.phase("video"):
+        require_controls(req)  # before reading megabytes
+        found = load_av(req.video, settings, "video", "video")
+        if found.duration_s > settings.max_video_s + 1e-6:
+            raise invalid("video", f"lasts {found.duration_s:.2f} s, more than this worker's limit of "
+                                   f"{settings.max_video_s:g} s (MAX_VIDEO_S); send a shorter clip")
+        frames = frames_at(found, ANIMATE_FPS)
+        return Driving(found, frames, control_videos(req, settings, frames))
+
+
+def make_controls(driving: Driving, req: VideoRequest, settings: Settings, size: tuple[int, int],
+                  progress: Progress, timings: Timed) -> Driving:
+    """The pose, face (and for replace, background and mask) videos made from `video` at the job's
+    size, before anything is queued; a dry run reports them without running the models."""
+    fields = control_fields(req.mode)
+    if req.dry_run:
+        return replace(driving, controls={f: (driving.video, b"") for f in fields}, made=True)
+    from .preprocess import preprocess, volume_models  # noqa: PLC0415 - onnxruntime, numpy: Animate only
+
+    width, height = size
+    with timings.phase("preprocessing"):
+        result = preprocess(rgb_frames(driving.video, ANIMATE_FPS, driving.frames), width=width, height=height,
+                            mode=req.mode, person=req.person, models=volume_models(settings),
+                            progress=progress.preprocessing)
+        videos = result.videos(ANIMATE_FPS)
+    return replace(driving, controls={f: (driving.video, videos[f]) for f in fields}, made=True)
