@@ -148,6 +148,11 @@ class RealComfy:
     def history(self) -> dict[str, Any]:
         return requests.get(f"{self.url}/history", timeout=10).json()
 
+    def prompts_received(self) -> int:
+        """How many prompts ComfyUI has accepted ("got prompt" in its log): the worker deletes
+        each job's history entry, so the history cannot tell whether a job was queued."""
+        return self.log().count("got prompt")
+
     def worker_env(self, **extra: str) -> dict[str, str]:
         return {"COMFY_HOST": self.host, "COMFY_DIR": str(self.comfy_dir), "COMFY_PID_FILE": str(self.pid_file),
                 "EXTRA_MODEL_PATHS": str(self.yaml), "COMFY_START_TIMEOUT_S": "60", "JOB_TIMEOUT_S": "600",

@@ -57,10 +57,10 @@ def test_a_user_lora_changes_the_frames_and_strength_0_does_not(real_env, real_c
 
 
 def test_a_foreign_lora_is_refused_before_queueing(real_env, real_comfy, user_loras):
-    before = len(real_comfy.history())
+    before = real_comfy.prompts_received()
     result = handler(i2v("real-lora-foreign", loras=[{"high": "user/sd15_style.safetensors"}]))
     assert result["error_code"] == "LORA_INCOMPATIBLE" and "sd15_style" in result["error"]
-    assert len(real_comfy.history()) == before
+    assert real_comfy.prompts_received() == before
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ def test_the_models_check_and_comfyui_agree(real_env, real_comfy: RealComfy):
     vae = next(m for m in MANIFEST if m.folder == "vae")
     path = real_comfy.models / vae.folder / vae.name
     aside = path.with_name(path.name + ".aside")
-    history_before = len(real_comfy.history())
+    prompts_before = real_comfy.prompts_received()
     shutil.move(path, aside)
     try:
         result = handler(i2v("real-missing"))
@@ -155,4 +155,4 @@ def test_the_models_check_and_comfyui_agree(real_env, real_comfy: RealComfy):
         assert vae.name not in requests.get(f"{real_comfy.url}/models/vae", timeout=10).json()
     finally:
         shutil.move(aside, path)
-    assert len(real_comfy.history()) == history_before  # nothing was queued
+    assert real_comfy.prompts_received() == prompts_before  # nothing was queued

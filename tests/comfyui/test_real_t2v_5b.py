@@ -51,7 +51,7 @@ def test_the_5b_model_with_an_image_starts_from_it(real_env):
 @pytest.mark.parametrize("fields, field", [({"model": "5b", "switch_step": 2}, "switch_step"),
                                            ({"model": "5b", "width": 144}, "width")])
 def test_refused_fields_never_reach_comfyui(real_env, real_comfy, fields, field):
-    before = len(real_comfy.history())
+    before = real_comfy.prompts_received()
     result = handler(job("real-refused", **fields))
     assert result["error_code"] == "INVALID_INPUT" and f"`{field}`" in result["error"]
-    assert len(real_comfy.history()) == before
+    assert real_comfy.prompts_received() == before
