@@ -152,16 +152,22 @@ def protocol_stdout() -> IO[str]:
     return proto
 
 
-def memory() -> dict[str, int]:
-    """This process's resident memory now and its peak (high-water mark), in bytes."""
+def vm(pid: int | str = "self") -> dict[str, int]:
+    """A process's resident memory now (VmRSS) and its peak (VmHWM), in bytes."""
     values: dict[str, int] = {}
-    with open("/proc/self/status") as status:
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             key, _, rest = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def memory() -> dict[str, int]:
+    """This process's resident memory now and its peak (high-water mark), in bytes."""
     import resource
 
+    values = vm()
     return {"rss": values["VmRSS"], "hwm": values["VmHWM"],
             "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 

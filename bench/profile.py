@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import procs
+from .real import video_graph
 from .report import MB
 
 PROMPT = "the dragon turns its head slowly toward the camera, cinematic light"
@@ -83,13 +84,6 @@ CHECKS_PART = "checks: image decode, signatures, volume"
 
 # -- the jobs -------------------------------------------------------------------------------------
 
-def video_graph(name: str) -> dict[str, Any]:
-    """LoadVideo -> SaveVideo, as bench/real.py's `10 MB MP4 in + out`."""
-    return {"1": {"class_type": "LoadVideo", "inputs": {"file": name}},
-            "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "vid",
-                                                        "format": "auto", "codec": "auto"}}}
-
-
 def job_for(case: Case, n: int, text: str) -> dict[str, Any]:
     """Job n of a case; `text` is the input's base64 (made once, as the SDK hands each job its own)."""
     if case.payload == "jpeg":
@@ -127,14 +121,9 @@ class Side:
 
 def make_side(bench: Any, host: str, root: Path, pid_file: Path) -> Side:
     from wan_worker import handler
-    from wan_worker.comfy import ComfyClient
-    from wan_worker.graphs import GRAPHS
     from wan_worker.settings import load_settings
-    from wan_worker.workflow import load_workflow
 
-    settings = load_settings(bench.worker_env(host, root, pid_file, True))
-    workflows = {spec.name: load_workflow(spec, settings.workflows_path) for spec in GRAPHS}
-    return Side(handler.Worker(settings, workflows, ComfyClient(settings)), handler.handle)
+    return Side(handler.build_worker(load_settings(bench.worker_env(host, root, pid_file, True))), handler.handle)
 
 
 # -- measuring --------------------------------------------------------------------------------------

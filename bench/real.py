@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import procs, report
-from .procs import BenchError, Child
+from .procs import BenchError
 from .report import MB, Row, summary
 
 IMAGE_SIDE = 128
@@ -58,9 +58,9 @@ def big_input(path: Path) -> Path:
     return path
 
 
-def video_graph() -> dict[str, Any]:
+def video_graph(name: str = "?") -> dict[str, Any]:
     """LoadVideo -> SaveVideo (auto: the streams are copied, not re-encoded): a video in, the same out."""
-    return {"1": {"class_type": "LoadVideo", "inputs": {"file": "?"}},
+    return {"1": {"class_type": "LoadVideo", "inputs": {"file": name}},
             "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "vid",
                                                         "format": "auto", "codec": "auto"}}}
 

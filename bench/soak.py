@@ -95,6 +95,20 @@ def exec_error_input() -> dict[str, Any]:
     return {"workflow": graph}
 
 
+def mixed_job(kind: str, n: int, a: Assets) -> tuple[dict[str, Any], str]:
+    """Job n of a kind of MIX other than "bad": (input, expected outcome)."""
+    if kind == "instant":
+        return instant_input(a, n), "images"
+    if kind == "exec error":
+        return exec_error_input(), "EXECUTION_FAILED"
+    make = a.t2v if kind.endswith("t2v") else a.i2v
+    extra: dict[str, Any] = {"flf": {"end_image": a.end_image, "return_last_frame": True},
+                             "lora": {"loras": [{"name": USER_LORA, "strength": 0.8}]}}.get(kind, {})
+    if kind.startswith("dry"):
+        return make(n, dry_run=True), "dry run"
+    return make(n, **extra), "video"
+
+
 def plan(n_jobs: int, a: Assets) -> list[tuple[str, dict[str, Any], str]]:
     """Every job of the run: (kind, input, expected outcome: video, images, dry run or an error code)."""
     bad = bad_inputs(a)
@@ -109,17 +123,7 @@ def plan(n_jobs: int, a: Assets) -> list[tuple[str, dict[str, Any], str]]:
             bad_n += 1
             jobs.append((f"bad: {what}", job, code))
         else:
-            jobs.append((kind, {
-                "i2v": lambda: a.i2v(n),
-                "t2v": lambda: a.t2v(n),
-                "flf": lambda: a.i2v(n, end_image=a.end_image, return_last_frame=True),
-                "lora": lambda: a.i2v(n, loras=[{"name": USER_LORA, "strength": 0.8}]),
-                "instant": lambda: instant_input(a, n),
-                "exec error": exec_error_input,
-                "dry i2v": lambda: a.i2v(n, dry_run=True),
-                "dry t2v": lambda: a.t2v(n, dry_run=True),
-            }[kind](), {"instant": "images", "exec error": "EXECUTION_FAILED"}.get(
-                kind, "dry run" if kind.startswith("dry") else "video")))
+            jobs.append((kind, *mixed_job(kind, n, a)))
     return jobs
 
 
@@ -175,13 +179,10 @@ def comfy_state(comfy: RealComfyUI) -> dict[str, Any]:
     queue = requests.get(f"{base}/queue", timeout=30).json()
     history_resp = requests.get(f"{base}/history", timeout=30)
     history = history_resp.json()
-    rss = 0
     try:
-        for line in Path(f"/proc/{comfy.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+        rss = procs.vm(comfy.proc.pid)["VmRSS"]
+    except (OSError, KeyError):
+        rss = 0
     return {"queue": len(queue.get("queue_running", [])) + len(queue.get("queue_pending", [])),
             "history": len(history), "history_bytes": len(history_resp.content), "comfy_rss": rss}
 

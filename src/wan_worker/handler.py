@@ -49,7 +49,11 @@ class Worker:
 def worker() -> Worker:
     """Read settings and the bundled graphs once. A failure is not cached: every job gets the
     clear error (instead of a crash loop) until the environment is fixed."""
-    settings = load_settings()
+    return build_worker(load_settings())
+
+
+def build_worker(settings: Settings) -> Worker:
+    """The settings' bundled graphs and a ComfyUI client: what a worker keeps between jobs."""
     workflows = {spec.name: load_workflow(spec, settings.workflows_path) for spec in GRAPHS}
     return Worker(settings, workflows, ComfyClient(settings))
 

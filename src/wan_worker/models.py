@@ -173,7 +173,7 @@ FIX_DAMAGED = "delete it and download it again with scripts/download_models.sh"
 
 _YAML_CACHE: dict[str, tuple[int, int, Any]] = {}  # path -> (size, mtime_ns, parsed YAML)
 _HEADER_CACHE: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime_ns) -> header was ok
-# The warm-up thread, the prefetch thread and the first job can check at the same moment: one lock
+# The warm-up thread and the first job (the SDK's thread) can check at the same moment: one lock
 # keeps the caches consistent and reads each header once. Reentrant: the check loads the YAML too.
 _CACHE_LOCK = threading.RLock()
 
