@@ -159,3 +159,17 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, volume: Path, fa
     handler_module.worker.cache_clear()
     yield env
     handler_module.worker.cache_clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test that used a real S3 server shows the server's own log: its reason for an
+    error answer (a 404, a 500) is there, not in the client's exception."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        from tests.s3server import S3Server
+
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, S3Server):
+                report.sections.append(("rclone serve s3 log (last lines)", value.log_tail()))

@@ -47,6 +47,9 @@ class S3Server:
     def bucket_dir(self) -> Path:
         return self.root / self.bucket
 
+    def log_tail(self) -> str:
+        return _tail(self.log_file)
+
     def stop(self) -> None:
         """Terminate the server we started (and only it); kill it if it does not exit promptly."""
         if self.process.poll() is None:

@@ -12,6 +12,7 @@ import os
 import re
 import time
 import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -146,6 +147,51 @@ def test_large_file_goes_multipart_and_streams_from_disk(settings: Settings, tmp
     digest, headers = sha256_url(up.url)
     assert digest == sha256_file(src)
     assert headers["Content-Type"] == "video/mp4"
+
+
+@contextmanager
+def lose_uploads(settings: Settings, times: int) -> Iterator[list[str]]:
+    """Make the real server drop the multipart upload just before the worker's client completes
+    it, the first `times` times: rclone then answers NoSuchUpload, as a store does when a retried
+    Complete finds its upload gone. Yields the upload ids it dropped."""
+    client = s3.connection(settings).client
+    dropped: list[str] = []
+
+    def drop(params: dict, **_: object) -> None:
+        if len(dropped) < times:
+            client.abort_multipart_upload(Bucket=params["Bucket"], Key=params["Key"], UploadId=params["UploadId"])
+            dropped.append(params["UploadId"])
+
+    event = "provide-client-params.s3.CompleteMultipartUpload"
+    client.meta.events.register(event, drop)
+    try:
+        yield dropped
+    finally:
+        client.meta.events.unregister(event, drop)
+
+
+def test_a_lost_multipart_upload_is_sent_again_whole(
+    server: S3Server, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = write_file(tmp_path / "lost.mp4", 40 * 1024 * 1024)
+    with lose_uploads(settings, times=1) as dropped:
+        up = s3.upload_file(src, s3.object_key("job-lost", src.name), settings)
+    assert len(dropped) == 1
+    assert "lost the multipart upload of wan-worker/job-lost/lost.mp4 (NoSuchUpload); sending it again" in caplog.text
+    digest, _ = sha256_url(up.url)
+    assert digest == sha256_file(src)
+    # The dropped upload left nothing beside the object.
+    assert [p.name for p in (server.bucket_dir() / "wan-worker/job-lost").iterdir()] == ["lost.mp4"]
+
+
+def test_an_upload_lost_twice_is_upload_failed(settings: Settings, tmp_path: Path) -> None:
+    src = write_file(tmp_path / "lost2.mp4", 20 * 1024 * 1024)
+    with lose_uploads(settings, times=2) as dropped, pytest.raises(WorkerError) as err:
+        s3.upload_file(src, s3.object_key("job-lost2", src.name), settings)
+    assert len(dropped) == s3.WHOLE_ATTEMPTS == 2
+    assert err.value.code == UPLOAD_FAILED
+    assert "failed with S3 error NoSuchUpload; check the bucket and retry" in err.value.message
+    assert err.value.details["s3_error_code"] == "NoSuchUpload"
 
 
 def test_bucket_taken_from_path_style_endpoint(server: S3Server, settings: Settings, tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ TRANSFER = TransferConfig(
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
 MAX_ATTEMPTS = 3  # in total, with botocore's jittered backoff (< 1 s, < 2 s) in between
+WHOLE_ATTEMPTS = 2  # whole uploads, when the store drops a multipart upload (see _transfer)
 
 # Hosts that carry the bucket in their name: (optional bucket).(service host, which has the region).
 _AWS_HOST = re.compile(
@@ -132,9 +133,7 @@ def upload_file(path: Path, key: str, settings: Settings, content_type: str = "v
     started = time.monotonic()
     try:
         size = path.stat().st_size
-        conn.client.upload_file(
-            str(path), conn.bucket.name, key, ExtraArgs={"ContentType": content_type}, Config=TRANSFER
-        )
+        _transfer(conn, path, key, content_type)
         url = _result_url(conn, key, settings)
     except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
         raise _upload_error(exc, conn.bucket, key, settings) from None
@@ -143,6 +142,29 @@ def upload_file(path: Path, key: str, settings: Settings, content_type: str = "v
         key, size, conn.bucket.name, conn.bucket.host, (time.monotonic() - started) * 1000,
     )
     return Uploaded(url=url, key=key, bytes=size)
+
+
+def _transfer(conn: _Connection, path: Path, key: str, content_type: str) -> None:
+    """One upload, sent again whole if the store lost the multipart upload under it.
+
+    botocore retries each request, but a retried request cannot bring back an upload id the store
+    has already dropped: a CompleteMultipartUpload that failed on the server (or whose answer was
+    lost) and was retried is answered NoSuchUpload, on some stores even when the object was
+    written. The file is still on disk, so one more whole upload saves the job's video.
+    """
+    for attempt in range(1, WHOLE_ATTEMPTS + 1):
+        try:
+            conn.client.upload_file(
+                str(path), conn.bucket.name, key, ExtraArgs={"ContentType": content_type}, Config=TRANSFER
+            )
+            return
+        except (ClientError, Boto3Error) as exc:
+            client_error = _find_cause(exc, ClientError)
+            lost = isinstance(client_error, ClientError) and _error_code(client_error) == "NoSuchUpload"
+            if not lost or attempt == WHOLE_ATTEMPTS:
+                raise
+            log.warning("The S3 store at %s lost the multipart upload of %s (NoSuchUpload); sending it again",
+                        conn.bucket.host, key)
 
 
 def _result_url(conn: _Connection, key: str, settings: Settings) -> str:
@@ -298,7 +320,7 @@ def _upload_error(exc: BaseException, bucket: Bucket, key: str, settings: Settin
 
 def _client_error(exc: ClientError, bucket: Bucket, details: dict[str, Any], settings: Settings) -> WorkerError:
     error = exc.response.get("Error", {})
-    code = str(error.get("Code") or "Unknown")
+    code = _error_code(exc)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     details.update({"s3_error_code": code, "http_status": status,
                     "s3_message": _scrub(str(error.get("Message", "")), settings)[:300]})
@@ -319,6 +341,10 @@ def _client_error(exc: ClientError, bucket: Bucket, details: dict[str, Any], set
     else:
         message = f"Uploading the output to {where} failed with S3 error {code}; check the bucket and retry."
     return WorkerError(UPLOAD_FAILED, message, details)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code") or "Unknown")
 
 
 def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
