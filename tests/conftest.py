@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import signal
 import socket
 import struct
 from pathlib import Path
@@ -74,6 +75,13 @@ def model_paths_yaml(path: Path, root: Path) -> Path:
         "  detection: detection\n"
     )
     return path
+
+
+def sigint_as_in_a_terminal() -> None:
+    """preexec_fn for a child a test will Ctrl-C. A shell that starts the test run in the
+    background (`make test &`, nohup) makes it ignore SIGINT, children inherit that, and Python
+    then installs no KeyboardInterrupt handler: the child would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import png_b64
+from tests.conftest import png_b64, sigint_as_in_a_terminal
 from tests.fakerunpod import (API_KEY, ENDPOINT_ID, MP4, PREPROCESSED, FakeRunPod, failed_script, png_bytes, progress_steps,
                               success_output, worker_script)
 from wan_worker.client import cli
@@ -354,7 +354,8 @@ def test_ctrl_c_cancels_the_job_and_exits_130(tmp_path, batch):
             args = ["--prompt", "a ship sails"]
         proc = subprocess.Popen([sys.executable, "-m", "wan_worker.client", *args, "--endpoint", ENDPOINT_ID,
                                  "--poll", "0.1"], cwd=tmp_path, env=client_env(fake),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=sigint_as_in_a_terminal)
         try:
             wait_for(lambda: len([p for p in fake.paths() if "/status/" in p]) >= 3 * (1 + batch))
             proc.send_signal(signal.SIGINT)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import png_b64
+from tests.conftest import png_b64, sigint_as_in_a_terminal
 from tests.test_cli import api_server  # noqa: F401 - the worker's local API server, as a fixture
 from tests.test_handler import two_image_workflow
 from wan_worker.client.cli import main
@@ -130,7 +130,7 @@ def test_ctrl_c_against_a_local_server_leaves_at_once(api_server, fake, tmp_path
     fake.stall_on(class_type="KSamplerAdvanced")
     proc = subprocess.Popen([sys.executable, "-m", "wan_worker.client", "cat.png", "p", "--url", api_server],
                             cwd=tmp_path, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=sigint_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 20
         while not any(r.path == "/prompt" for r in fake.requests):  # the worker is on the job
