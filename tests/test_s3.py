@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import re
+import subprocess
 import time
 import tracemalloc
 from contextlib import contextmanager
@@ -190,8 +191,40 @@ def test_an_upload_lost_twice_is_upload_failed(settings: Settings, tmp_path: Pat
         s3.upload_file(src, s3.object_key("job-lost2", src.name), settings)
     assert len(dropped) == s3.WHOLE_ATTEMPTS == 2
     assert err.value.code == UPLOAD_FAILED
-    assert "failed with S3 error NoSuchUpload; check the bucket and retry" in err.value.message
+    assert "dropped the video's multipart upload twice (NoSuchUpload)" in err.value.message
+    assert "check the storage's free space and health" in err.value.message
     assert err.value.details["s3_error_code"] == "NoSuchUpload"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MB tmpfs: a storage server whose disk fills up during an upload."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_storage_with_a_full_disk_is_upload_failed_naming_free_space(small_disk: Path, tmp_path: Path) -> None:
+    # Where the disk fills decides the answer: a 500 for the part being written, or (the parts
+    # taken, the object not) a dropped upload, NoSuchUpload to the retried Complete. Either way the
+    # error points at the storage, not at the bucket settings.
+    src = write_file(tmp_path / "full.mp4", 20 * 1024 * 1024)
+    with s3_server(small_disk / "s3") as full:
+        settings = Settings(bucket_endpoint_url=full.endpoint, bucket_access_key_id=full.access_key,
+                            bucket_secret_access_key=full.secret_key, bucket_name=full.bucket)
+        with pytest.raises(WorkerError) as err:
+            s3.upload_file(src, s3.object_key("job-full", src.name), settings)
+        assert "no space left on device" in full.log_tail()
+    assert err.value.code == UPLOAD_FAILED
+    assert err.value.details["s3_error_code"] in ("InternalError", "NoSuchUpload")
+    assert "check the storage's free space and health" in err.value.message
 
 
 def test_bucket_taken_from_path_style_endpoint(server: S3Server, settings: Settings, tmp_path: Path) -> None:

@@ -338,6 +338,13 @@ def _client_error(exc: ClientError, bucket: Bucket, details: dict[str, Any], set
     elif code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
         message = (f"Bucket {bucket.name} is in another region than {bucket.region} ({code}); "
                    "set BUCKET_REGION or use the bucket's regional endpoint.")
+    elif code == "NoSuchUpload":
+        message = (f"The S3 storage at {bucket.host} dropped the video's multipart upload twice ({code}), "
+                   "which stores do when they fail to write the parts (a full disk, a restart); check the "
+                   "storage's free space and health, then retry.")
+    elif isinstance(status, int) and status >= 500:
+        message = (f"The S3 storage at {bucket.host} failed on its side ({code}, HTTP {status}) after "
+                   f"{MAX_ATTEMPTS} attempts; check the storage's free space and health, then retry.")
     else:
         message = f"Uploading the output to {where} failed with S3 error {code}; check the bucket and retry."
     return WorkerError(UPLOAD_FAILED, message, details)
