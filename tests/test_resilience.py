@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -115,6 +114,33 @@ def test_node_that_never_finishes_times_out_and_is_interrupted(quick, fake):
     assert fake.wait_idle(5)
     assert fake.history(forgotten=True)[prompt_id]["status"]["status_str"] == "error"  # ComfyUI really stopped it
     fake.reset()
+    assert_next_job_succeeds(fake)
+
+
+def test_a_prompt_that_outlives_its_timeout_leaves_nothing_when_it_ends(quick, fake, monkeypatch):
+    """The interrupt does not land (ComfyUI checks for it only between sampler steps; here it is
+    refused), so the prompt runs on after its job: when it ends, its history entry and the video it
+    saved go too."""
+    monkeypatch.setattr(comfy, "FORGET_WAIT_S", 0.3)
+    monkeypatch.setattr(comfy, "LATE_POLL_S", 0.2)
+    fake.stall_on(class_type="KSamplerAdvanced")
+    fake.http_errors(status=500, paths=["/interrupt"])
+    result = handler(job(timeout_s=1))
+    assert result["error_code"] == "TIMEOUT"
+    prompt_id = result["details"]["prompt_id"]
+    time.sleep(1.0)  # the worker has looked, more than once, and left it running
+    assert [item[1] for item in fake.queue()["queue_running"]] == [prompt_id]
+    fake.reset()  # the sampler carries on and the prompt ends, saving its video
+    deadline = time.monotonic() + 10
+    while prompt_id in fake.history() or prompt_id not in fake.history(forgotten=True):
+        assert time.monotonic() < deadline, "the late prompt's history entry stayed"
+        time.sleep(0.05)
+    assert fake.history(forgotten=True)[prompt_id]["status"]["status_str"] == "success"
+    assert fake.history(forgotten=True)[prompt_id]["outputs"], "it saved a video"
+    deadline = time.monotonic() + 5
+    while files_under(fake.input_dir, fake.output_dir):
+        assert time.monotonic() < deadline, files_under(fake.input_dir, fake.output_dir)
+        time.sleep(0.05)
     assert_next_job_succeeds(fake)
 
 

@@ -45,6 +45,9 @@ HEALTH_EVERY_S = 10.0  # a quiet socket this long: ask /system_stats whether Com
 HEALTH_TIMEOUT_S = 5.0
 HEALTH_FAILURES = 2  # unanswered health checks in a row before the job is given up
 INTERRUPT_GRACE_S = 5.0  # after /interrupt, how long to wait for ComfyUI to confirm
+FORGET_WAIT_S = 2.0  # a prompt still ending when its job does: how long to wait before looking later
+LATE_POLL_S = 5.0  # then: how often to look again for a prompt that outlived its job (a timeout's)
+LATE_GIVE_UP_S = 3600.0  # and for how long
 OOM_MARKERS = ("OutOfMemoryError", "out of memory", "Allocation on device")
 
 Event = dict[str, Any]
@@ -231,30 +234,63 @@ class ComfyClient:
                 files = outputs_of(self.history(prompt_id), include_temp=True)
             except WorkerError:
                 files = []
-        targets = [OutputFile("", name, "", "input") for name in inputs] + list(files)
-        folders: dict[Path, Path] = {}
-        for out in targets:
-            path = self.local_path(out)
-            if path is not None:
-                path.unlink(missing_ok=True)
-                folders[path.parent] = (Path(self.settings.comfy_dir) / out.type).resolve()
+        folders = self._remove_files([OutputFile("", name, "", "input") for name in inputs] + list(files))
         # The files are gone now; their emptied folders and the prompt's history entry go right
         # after the result is handed back (an rmdir can cost milliseconds: see wan_worker.background).
-        folders = {f: base for f, base in folders.items() if f != base}
         if folders:
             background.schedule(0.0, functools.partial(self._remove_folders, folders))
         if prompt_id:
             background.schedule(0.0, functools.partial(self.forget, prompt_id))
 
-    def forget(self, prompt_id: str) -> None:
+    def _remove_files(self, files: list[OutputFile]) -> dict[Path, Path]:
+        """Unlink the files this worker can reach; returns their folders below ComfyUI's own."""
+        folders: dict[Path, Path] = {}
+        for out in files:
+            path = self.local_path(out)
+            if path is not None:
+                path.unlink(missing_ok=True)
+                folders[path.parent] = (Path(self.settings.comfy_dir) / out.type).resolve()
+        return {f: base for f, base in folders.items() if f != base}
+
+    def forget(self, prompt_id: str, late_since: float | None = None) -> None:
         """Delete the prompt from ComfyUI's history; best effort. ComfyUI keeps the last 10000
         prompts there, each with its whole graph and outputs, for a UI nobody opens in a worker:
         memory that grows with every job of a long-lived worker. Its own connection, since it runs
-        on the background thread while the next job uses the session."""
+        on the background thread while the next job uses the session.
+
+        A prompt that has not ended (an error's last moments, a timeout whose interrupt has not
+        landed) writes its entry, and what it saves, after any delete: wait for it to end, and
+        when it ends late, remove its files too."""
         try:
+            if self._still_queued(prompt_id, FORGET_WAIT_S):
+                started = late_since or time.monotonic()
+                if time.monotonic() - started < LATE_GIVE_UP_S:
+                    background.schedule(LATE_POLL_S, functools.partial(self.forget, prompt_id, started))
+                else:
+                    log.warning("prompt %s still runs in ComfyUI %.0f s after its job ended", prompt_id,
+                                LATE_GIVE_UP_S)
+                return
+            if late_since is not None:
+                entry = requests.get(f"{self.base}/history/{prompt_id}", timeout=5).json().get(prompt_id, {})
+                self._remove_folders(self._remove_files(outputs_of(entry, include_temp=True)))
+                log.info("prompt %s ended %.0f s after its job; its files are removed",
+                         prompt_id, time.monotonic() - late_since)
             requests.post(f"{self.base}/history", json={"delete": [prompt_id]}, timeout=5)
-        except requests.RequestException:
+        except (requests.RequestException, ValueError):
             log.debug("could not delete prompt %s from ComfyUI's history", prompt_id)
+
+    def _still_queued(self, prompt_id: str, wait_s: float) -> bool:
+        """Whether ComfyUI still runs (or holds) the prompt after up to `wait_s`; it leaves the
+        queue as it writes the history entry."""
+        until = time.monotonic() + wait_s
+        while True:
+            queue = requests.get(f"{self.base}/queue", timeout=5).json()
+            items = (queue.get("queue_running") or []) + (queue.get("queue_pending") or [])
+            if not any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in items):
+                return False
+            if time.monotonic() >= until:
+                return True
+            time.sleep(POLL_S * 2)
 
     @classmethod
     def _remove_folders(cls, folders: dict[Path, Path]) -> None:
