@@ -10,7 +10,7 @@ import tracemalloc
 import requests
 
 from tests.conftest import FIXTURES, png_b64
-from wan_worker import delivery
+from wan_worker import background, delivery
 from wan_worker.comfy import ComfyClient, multipart
 from wan_worker.handler import handler
 from wan_worker.settings import load_settings
@@ -99,3 +99,5 @@ def test_a_proxy_in_the_environment_is_not_used_for_comfyui_requests(worker_env,
     assert client.history("no-such-prompt") == {}
     result = handler({"id": "proxy", "input": {"image": png_b64(), "prompt": "waves roll in"}})
     assert "error" not in result, result  # the websocket too
+    assert background.wait_idle(10)  # and the background thread's history delete after the job
+    assert fake.history() == {} and result["prompt_id"] in fake.history(forgotten=True)

@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .errors import INVALID_INPUT, WorkerError
@@ -261,19 +261,28 @@ def resample_video(found: AVInput, fps: int, frames: int) -> bytes:
     """`found`'s first `frames` frames at `fps`, as an MP4 (H.264). ComfyUI's core video nodes have
     no frame-rate converter (LoadVideo gives a file's own frames), so the worker resamples before
     upload; frames are decoded and encoded one at a time, so memory stays one frame's."""
+    assert found.video is not None
+    return encode_h264(resampled_frames(found, fps, frames), found.video.width // 2 * 2 or 2,
+                       found.video.height // 2 * 2 or 2, fps)
+
+
+# Near-lossless: a pose's thin lines and a mask's edges survive the encode.
+H264_OPTIONS = {"crf": "12", "preset": "veryfast"}
+
+
+def encode_h264(frames: Iterable[Any], width: int, height: int, fps: int) -> bytes:
+    """PyAV video frames -> MP4 bytes (H.264, yuv420p, `fps`), each scaled to width x height (both
+    even), encoded as they come: the one MP4 writer of the videos the worker makes."""
     import av
 
-    assert found.video is not None
     out = io.BytesIO()
     with av.open(out, mode="w", format="mp4") as sink:
         stream = sink.add_stream("libx264", rate=Fraction(fps))
-        stream.width = found.video.width // 2 * 2 or 2
-        stream.height = found.video.height // 2 * 2 or 2
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "preset": "veryfast"}
-        for written, frame in enumerate(resampled_frames(found, fps, frames)):
-            image = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-            image.pts, image.time_base = written, Fraction(1, fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = dict(H264_OPTIONS)
+        for n, frame in enumerate(frames):
+            image = frame.reformat(width=width, height=height, format="yuv420p")
+            image.pts, image.time_base = n, Fraction(1, fps)
             for packet in stream.encode(image):
                 sink.mux(packet)
         for packet in stream.encode(None):

@@ -130,6 +130,9 @@ class ComfyClient:
         # 35 variables here, more in a container), and an HTTP_PROXY set for downloads would send
         # these requests to the proxy.
         self.session.trust_env = False
+        # The cleanup after a job (wan_worker.background) runs while the next job uses `session`.
+        self.after_jobs = requests.Session()
+        self.after_jobs.trust_env = False
         self.client_id = str(uuid.uuid4())
         self._ready = False
 
@@ -255,8 +258,8 @@ class ComfyClient:
     def forget(self, prompt_id: str, late_since: float | None = None) -> None:
         """Delete the prompt from ComfyUI's history; best effort. ComfyUI keeps the last 10000
         prompts there, each with its whole graph and outputs, for a UI nobody opens in a worker:
-        memory that grows with every job of a long-lived worker. Its own connection, since it runs
-        on the background thread while the next job uses the session.
+        memory that grows with every job of a long-lived worker. Runs on the background thread, with
+        its own session.
 
         A prompt that has not ended (an error's last moments, a timeout whose interrupt has not
         landed) writes its entry, and what it saves, after any delete: wait for it to end, and
@@ -271,11 +274,11 @@ class ComfyClient:
                                 LATE_GIVE_UP_S)
                 return
             if late_since is not None:
-                entry = requests.get(f"{self.base}/history/{prompt_id}", timeout=5).json().get(prompt_id, {})
+                entry = self.after_jobs.get(f"{self.base}/history/{prompt_id}", timeout=5).json().get(prompt_id, {})
                 self._remove_folders(self._remove_files(outputs_of(entry, include_temp=True)))
                 log.info("prompt %s ended %.0f s after its job; its files are removed",
                          prompt_id, time.monotonic() - late_since)
-            requests.post(f"{self.base}/history", json={"delete": [prompt_id]}, timeout=5)
+            self.after_jobs.post(f"{self.base}/history", json={"delete": [prompt_id]}, timeout=5)
         except (requests.RequestException, ValueError):
             log.debug("could not delete prompt %s from ComfyUI's history", prompt_id)
 
@@ -284,7 +287,7 @@ class ComfyClient:
         queue as it writes the history entry."""
         until = time.monotonic() + wait_s
         while True:
-            queue = requests.get(f"{self.base}/queue", timeout=5).json()
+            queue = self.after_jobs.get(f"{self.base}/queue", timeout=5).json()
             items = (queue.get("queue_running") or []) + (queue.get("queue_pending") or [])
             if not any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in items):
                 return False

@@ -1,18 +1,17 @@
-"""Frames -> MP4 bytes with PyAV (H.264, yuv420p, 16 fps): for upload to ComfyUI and for
-`return_preprocessed`. Near-lossless (CRF 12): the pose's thin lines and the mask's edges survive."""
+"""Frames -> MP4 bytes (H.264, yuv420p, 16 fps, near-lossless: wan_worker.avmedia.encode_h264):
+for upload to ComfyUI and for `return_preprocessed`."""
 from __future__ import annotations
 
-import io
-from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
 
+from ..avmedia import encode_h264
+
 FPS = 16
-CRF = 12
 
 
-def encode_mp4(frames: Sequence[np.ndarray], fps: int = FPS, crf: int = CRF) -> bytes:
+def encode_mp4(frames: Sequence[np.ndarray], fps: int = FPS) -> bytes:
     """An MP4 of `frames` (each HxWx3 uint8 RGB, or HxW gray; all one size, width and height even)."""
     import av  # noqa: PLC0415 - lazy: a few hundred ms of import
 
@@ -21,15 +20,6 @@ def encode_mp4(frames: Sequence[np.ndarray], fps: int = FPS, crf: int = CRF) -> 
     height, width = frames[0].shape[:2]
     if width % 2 or height % 2:
         raise ValueError(f"H.264 in yuv420p needs an even width and height, got {width}x{height}")
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for frame in frames:
-            rgb = np.repeat(frame[:, :, None], 3, 2) if frame.ndim == 2 else frame
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
+    rgb = (np.repeat(f[:, :, None], 3, 2) if f.ndim == 2 else f for f in frames)
+    return encode_h264((av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24") for f in rgb),
+                       width, height, fps)
