@@ -1,6 +1,7 @@
 """The one error type the pipeline raises, and how it becomes a RunPod result."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,5 +41,17 @@ class WorkerError(Exception):
         return f"{self.code}: {self.message}"
 
     def to_result(self) -> dict[str, Any]:
-        """The handler's return value for this failure (RunPod keeps `error` as the job error)."""
-        return {"error": self.message, "error_code": self.code, "details": self.details}
+        """The handler's return value for this failure. The RunPod SDK keeps only the `error`
+        string of a failed job (the rest of the dict never reaches the caller, on the platform and
+        in the local API server alike), so that string begins with the code: `CODE: sentence`."""
+        return {"error": str(self), "error_code": self.code, "details": self.details}
+
+
+ERROR_TEXT = re.compile(r"^([A-Z][A-Z0-9_]+): (.*)$", re.DOTALL)
+
+
+def split_error(text: str) -> tuple[str | None, str]:
+    """`CODE: sentence` (what a failed job's `error` holds) back into its code and sentence; any
+    other text has no code."""
+    match = ERROR_TEXT.match(text)
+    return (match.group(1), match.group(2)) if match else (None, text)

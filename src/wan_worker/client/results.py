@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from ..errors import split_error
 from .api import ApiError, RetryPolicy, strip_query, with_retries
 from .display import ByteDisplay, human_size
 
@@ -49,9 +50,10 @@ class Outcome:
 
 
 def outcome_from(job_id: str, body: dict[str, Any], elapsed_s: float) -> Outcome:
-    """RunPod keeps a failed job's `error` at the top level and the rest (`error_code`, `details`)
-    in `output`; the local server drops the output. A COMPLETED output holding `error` is a failure
-    too (a worker that did not go through the SDK's error path)."""
+    """RunPod keeps only a failed job's `error` string, which the worker begins with its code
+    (`CODE: sentence`); `error_code` and `details` come only from an output that still has them
+    (a worker that did not go through the SDK's error path: a COMPLETED output holding `error` is
+    a failure too)."""
     status, output = str(body.get("status")), body.get("output")
     error = body.get("error")
     out = output if isinstance(output, dict) else {}
@@ -63,9 +65,9 @@ def outcome_from(job_id: str, body: dict[str, Any], elapsed_s: float) -> Outcome
     if error is not None and status == "COMPLETED":
         status = "FAILED"
     details = out.get("details")
-    return Outcome(job_id, status, output,
-                   error=_error_text(error) if error is not None else None,
-                   error_code=out.get("error_code"),
+    code, text = split_error(_error_text(error)) if error is not None else (None, None)
+    return Outcome(job_id, status, output, error=text,
+                   error_code=out.get("error_code") or code,
                    details=details if isinstance(details, dict) else {},
                    elapsed_s=elapsed_s, delay_ms=_ms(body.get("delayTime")),
                    execution_ms=_ms(body.get("executionTime")))
@@ -273,7 +275,7 @@ def timing_line(outcome: Outcome) -> str:
 
 def describe_failure(outcome: Outcome) -> list[str]:
     """The worker's code and sentence, and each field problem for INVALID_INPUT."""
-    code = f"{outcome.error_code}: " if outcome.error_code else ""  # the local server drops the code
+    code = f"{outcome.error_code}: " if outcome.error_code else ""
     lines = [f"job {outcome.job_id} {outcome.status.lower().replace('_', ' ')}: {code}{outcome.error}"]
     for problem in outcome.details.get("errors") or []:
         if isinstance(problem, dict):
