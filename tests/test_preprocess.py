@@ -258,3 +258,21 @@ def test_missing_model_file_is_models_missing(tmp_path: Path) -> None:
         preprocess(frames(1), width=W, height=H, models=PoseModels(tmp_path / "yolox_l.onnx", tmp_path / "x.onnx"),
                    providers=["CPUExecutionProvider"])
     assert err.value.code == "MODELS_MISSING" and "yolox_l.onnx" in err.value.message
+
+
+# --- the execution provider ----------------------------------------------------------------------
+
+
+def test_without_a_gpu_the_cpu_provider_is_chosen_even_from_onnxruntime_gpu(monkeypatch: pytest.MonkeyPatch):
+    """onnxruntime-gpu lists CUDAExecutionProvider with or without a GPU, and asking for it on a
+    machine without one crashes the process once the CUDA libraries are preloaded (seen in the
+    image): the driver is asked first. This machine has no NVIDIA driver."""
+    import onnxruntime as ort
+
+    from wan_worker.preprocess import sessions
+
+    assert sessions.cuda_devices() == 0
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert sessions.default_providers() == ["CPUExecutionProvider"]
+    monkeypatch.setattr(sessions, "cuda_devices", lambda: 1)
+    assert sessions.default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -33,12 +33,32 @@ def volume_models(settings: Any) -> PoseModels:
     return PoseModels(find_file(settings, PERSON_DETECTOR), find_file(settings, POSE_ESTIMATOR))
 
 
+def cuda_devices() -> int:
+    """How many CUDA GPUs the driver sees (0 without a driver: no libcuda.so.1, as in a container
+    started without the NVIDIA runtime). Asked of the driver itself, so no torch import is needed."""
+    import ctypes  # noqa: PLC0415
+
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
 def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it (onnxruntime-gpu in the image), then the CPU."""
+    """CUDA first when this onnxruntime build has it (onnxruntime-gpu in the image) and a GPU is
+    there, else the CPU. Without a GPU, onnxruntime-gpu must not be asked for CUDA at all: with the
+    CUDA libraries preloaded, creating the session crashes the process (seen with 1.22)."""
     import onnxruntime as ort  # noqa: PLC0415 - heavy import, only for preprocessing
 
-    available = set(ort.get_available_providers())
-    return [p for p in (GPU_PROVIDER, CPU_PROVIDER) if p in available] or [CPU_PROVIDER]
+    if GPU_PROVIDER in ort.get_available_providers():
+        if cuda_devices() > 0:
+            return [GPU_PROVIDER, CPU_PROVIDER]
+        log.info("onnxruntime has CUDA but no GPU is visible: the preprocessing runs on the CPU")
+    return [CPU_PROVIDER]
 
 
 def open_session(path: Path, providers: Sequence[str] | None = None) -> Any:
