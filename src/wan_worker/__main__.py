@@ -31,7 +31,15 @@ def _stop_comfyui_child(pid_file: str) -> None:
         pass  # no ComfyUI of ours to stop
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """`docker stop` and RunPod stop a worker with SIGTERM. As a container's first process (the
+    entrypoint execs us) a signal without a handler is ignored, so the worker would wait out
+    docker's 10 s and be killed; exit cleanly instead (atexit then stops ComfyUI)."""
+    raise SystemExit(0)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         settings: Settings | None = load_settings()
     except WorkerError:
