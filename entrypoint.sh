@@ -74,9 +74,12 @@ case "${PREFETCH_MODELS:-}" in
 esac
 
 # 4. The worker replaces this shell; the container's arguments pass through to the RunPod SDK.
+#    SERVE_API_LOCALLY serves RunPod's local test API; SERVE_API_HOST is 0.0.0.0 by default so that
+#    `docker run -p 8000:8000` reaches it; set 127.0.0.1 with `--network host`, or 0.0.0.0 listens on
+#    every interface of the machine.
 worker_args=("$@")
 if [[ "${SERVE_API_LOCALLY:-false}" == "true" ]]; then
-  worker_args+=(--rp_serve_api --rp_api_host 0.0.0.0)
+  worker_args+=(--rp_serve_api --rp_api_host "${SERVE_API_HOST:-0.0.0.0}" --rp_api_port "${SERVE_API_PORT:-8000}")
 fi
 trap - TERM INT
 exec "$WORKER_PYTHON" -m wan_worker "${worker_args[@]}"
