@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-comfyui dry-run lint clean
+.PHONY: test test-comfyui dry-run lint clean image image-size test-image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not comfyui"
+	$(PY) -m pytest -m "not comfyui and not image"
 
 # The real-ComfyUI tier: ComfyUI from COMFYUI_DIR (any checkout; default ../shared/comfyui/src) in its
 # own venv (.venv-comfyui: torch as the Dockerfile pins it, then ComfyUI's requirements), tiny
@@ -46,9 +46,38 @@ dry-run: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
+# The container image (Dockerfile). `make image` takes ComfyUI's tagged release from GitHub;
+# `make image COMFYUI_LOCAL=../shared/comfyui/src` builds from that local tree instead (copied into
+# docker/comfyui, the build context), so nothing comes from anywhere but PyPI and Debian. Needs a
+# Docker engine (here: bash ../shared/docker/up.sh). --network host: engines without a bridge.
+IMAGE ?= wan-worker:dev
+COMFYUI_LOCAL ?=
+DOCKER_BUILD_ARGS ?=
+image:
+	rm -rf docker/comfyui
+	@if [ -n "$(COMFYUI_LOCAL)" ]; then \
+	  test -f "$(COMFYUI_LOCAL)/main.py" || { echo "no ComfyUI tree at COMFYUI_LOCAL=$(COMFYUI_LOCAL)" >&2; exit 2; }; \
+	  echo "ComfyUI from $(COMFYUI_LOCAL)"; \
+	  tar -C "$(COMFYUI_LOCAL)" --exclude=.git --exclude=__pycache__ -cf - . | (mkdir -p docker/comfyui && tar -C docker/comfyui -xf -); \
+	fi
+	docker build --network host -t $(IMAGE) $(if $(COMFYUI_LOCAL),--build-arg COMFYUI_SOURCE=local) $(DOCKER_BUILD_ARGS) .
+	rm -rf docker/comfyui
+
+# Uncompressed (docker image inspect) and compressed (each layer through gzip -1, as
+# `docker save | gzip -1`) sizes with a table of the layers; fails above the README's limits.
+IMAGE_MAX_GB ?= 8.5
+IMAGE_MAX_COMPRESSED_GB ?= 5.0
+image-size: $(STAMP)
+	$(PY) scripts/image_size.py $(IMAGE) --max-gb $(IMAGE_MAX_GB) --max-compressed-gb $(IMAGE_MAX_COMPRESSED_GB)
+
+# The container tier: a container of $(IMAGE) with tests/tinywan's models as its read-only volume,
+# ComfyUI on the CPU, real jobs over the RunPod API server (tests/image).
+test-image: $(STAMP)
+	WAN_IMAGE=$(IMAGE) $(PY) -m pytest -m image tests/image
+
 # shellcheck on every shell script, hadolint on the Dockerfile (both from PyPI, in .venv).
 lint: $(STAMP)
-	$(VENV)/bin/shellcheck entrypoint.sh scripts/*.sh .ci/run
+	$(VENV)/bin/shellcheck entrypoint.sh scripts/*.sh docker/*.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 
 clean:
