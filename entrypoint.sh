@@ -9,8 +9,8 @@ export COMFY_PORT="${COMFY_PORT:-8188}"
 export COMFY_HOST="127.0.0.1:${COMFY_PORT}"
 export COMFY_PID_FILE="${COMFY_PID_FILE:-/tmp/comfyui.pid}"
 export EXTRA_MODEL_PATHS="${EXTRA_MODEL_PATHS:-${COMFY_DIR}/extra_model_paths.yaml}"
-COMFY_PYTHON="${COMFY_PYTHON:-/opt/comfy-venv/bin/python}"
-WORKER_PYTHON="${WORKER_PYTHON:-/opt/worker-venv/bin/python}"
+COMFY_PYTHON="${COMFY_PYTHON:-/opt/venv/bin/python}"
+WORKER_PYTHON="${WORKER_PYTHON:-/opt/venv/bin/python}"
 COMFY_ARGS="${COMFY_ARGS:-}"
 
 log() { echo "[entrypoint] $*"; }

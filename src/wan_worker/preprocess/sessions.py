@@ -72,7 +72,7 @@ def open_session(path: Path, providers: Sequence[str] | None = None) -> Any:
                                           "run scripts/download_models.sh --set animate-14b.",
                           {"missing": [path.name]})
     if GPU_PROVIDER in (providers or ()) and hasattr(ort, "preload_dlls"):
-        ort.preload_dlls()  # the CUDA/cuDNN libraries from the pip packages (onnxruntime-gpu[cuda,cudnn])
+        ort.preload_dlls()  # torch's CUDA/cuDNN pip packages, in the image's one venv beside onnxruntime
     options = ort.SessionOptions()
     options.log_severity_level = 3  # no per-node warnings in the worker's log
     try:
