@@ -84,6 +84,15 @@ def sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def mark_tier(items: list[pytest.Item], folder: Path, marker: str, timeout_s: float) -> None:
+    """Every test under `folder` gets `marker` (make test deselects the slow tiers by it) and a
+    per-test timeout that covers their fixtures' minutes."""
+    for item in items:
+        if folder in Path(str(item.fspath)).parents:
+            item.add_marker(getattr(pytest.mark, marker))
+            item.add_marker(pytest.mark.timeout(timeout_s))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

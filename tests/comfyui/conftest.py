@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from tests.conftest import files_under, free_port
+from tests.conftest import files_under, free_port, mark_tier
 from wan_worker import handler as handler_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,11 +48,7 @@ TEST_TIMEOUT_S = 900
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/comfyui is the `comfyui` tier (make test deselects it)."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.comfyui)
-            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+    mark_tier(items, Path(__file__).parent, "comfyui", TEST_TIMEOUT_S)
 
 
 def comfyui_dir() -> Path:

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import free_port, mark_tier
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE = "wan-worker:dev"
@@ -34,11 +34,7 @@ TEST_TIMEOUT_S = 900
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/image is the `image` tier (make test deselects it)."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.image)
-            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+    mark_tier(items, Path(__file__).parent, "image", TEST_TIMEOUT_S)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
