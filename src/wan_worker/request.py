@@ -311,7 +311,8 @@ def parse_input(raw: Any, *, max_timeout_s: float, s3_configured: bool = False) 
     except ValidationError as exc:
         errors = [_describe(e) for e in exc.errors(include_input=False, include_url=False)]
         first = errors[0]
-        more = f" ({len(errors) - 1} more problem(s) in details)" if len(errors) > 1 else ""
+        # every problem in the sentence: a caller of RunPod's API gets the `error` string alone
+        more = "".join(f" Also `{e['field']}` {e['message']}." for e in errors[1:])
         raise WorkerError(INVALID_INPUT, f"Invalid input: `{first['field']}` {first['message']}.{more}",
                           {"errors": errors}) from None
     _check_cross_field(req, max_timeout_s, s3_configured)
