@@ -22,6 +22,7 @@ import requests
 from tests import tinyonnx
 from tests.avgen import audio_file
 from tests.comfyui.conftest import NEGATIVE, PROMPT, start_image, workflows_with
+from tests.conftest import free_port
 from tests.image.conftest import REPO, Container, docker, run_in_image
 from tests.video import audio_track_s, decode, decode_result
 from wan_worker.graphs import ANIMATE, S2V
@@ -76,8 +77,6 @@ def test_the_download_script_runs_from_the_image(image: str):
 def test_the_test_input_dry_run_runs_and_exits_by_itself(image: str, tmp_path: Path, report: list[str]):
     """No RunPod environment and no API flag: the SDK runs /app/test_input.json once and the
     container exits 0 on its own, without models (an empty volume) or a GPU."""
-    from tests.conftest import free_port
-
     t0 = time.monotonic()
     proc = docker("run", "--rm", "--network", "host", "-v", f"{tmp_path}:/runpod-volume:ro",
                   "-e", f"COMFY_PORT={free_port()}", "-e", "COMFY_ARGS=--cpu",

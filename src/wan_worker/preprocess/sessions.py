@@ -5,6 +5,7 @@ onnxruntime is imported here, not at module import: only Animate jobs from a pla
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,11 @@ def volume_models(settings: Any) -> PoseModels:
     return PoseModels(find_file(settings, PERSON_DETECTOR), find_file(settings, POSE_ESTIMATOR))
 
 
+@functools.cache
 def cuda_devices() -> int:
     """How many CUDA GPUs the driver sees (0 without a driver: no libcuda.so.1, as in a container
-    started without the NVIDIA runtime). Asked of the driver itself, so no torch import is needed."""
+    started without the NVIDIA runtime). Asked of the driver itself, so no torch import is needed;
+    once per process, not per Animate job: the GPUs a container sees do not change."""
     import ctypes  # noqa: PLC0415
 
     try:
