@@ -18,9 +18,8 @@ from fractions import Fraction
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .errors import INVALID_INPUT, WorkerError
+from .errors import INVALID_INPUT, WorkerError, invalid
 from .images import FetchPolicy, read_reference
-from .request import invalid
 from .settings import Settings
 
 log = logging.getLogger(__name__)

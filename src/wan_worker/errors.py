@@ -47,6 +47,12 @@ class WorkerError(Exception):
         return {"error": str(self), "error_code": self.code, "details": self.details}
 
 
+def invalid(field: str, message: str) -> WorkerError:
+    """INVALID_INPUT naming the job field (`segments[2].length`) and what to do about it."""
+    return WorkerError(INVALID_INPUT, f"Invalid input: `{field}` {message}.",
+                       {"errors": [{"field": field, "message": message}]})
+
+
 ERROR_TEXT = re.compile(r"^([A-Z][A-Z0-9_]+): (.*)$", re.DOTALL)
 
 

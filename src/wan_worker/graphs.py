@@ -2,6 +2,10 @@
 defaults and sizes, the fields it cannot use, and how a job's values are written into it. Adding a
 graph means adding a graph file to workflows/ and a spec here; the handler does not change.
 
+The families' own inputs are read by each spec's `drive` hook: S2V's sound and Animate's videos
+(wan_worker.drivers), a story's segments for the I2V, first-last-frame, T2V and 5B graphs
+(wan_worker.segments, their segment block a `Repeat` like S2V's chunks).
+
 Which graph a job runs (`spec_for`): model 14b with `video` is Animate, with `audio` sound-to-video (S2V), with `image`
 I2V (with `end_image` first-last-frame), without `image` text-to-video; model 5b is one graph for
 both, its start image optional.
@@ -12,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .drivers import ANIMATE_FPS, animate_models, drive_animate, drive_sound
+from .segments import Segment, drive_segments
 from .workflow import Graph, GraphSpec, Repeat, Workflow
 
 Size = tuple[int, int]
@@ -48,6 +54,7 @@ class VideoParams:
     video_names: Mapping[str, str] = field(default_factory=dict)  # role -> uploaded file name
     mode: str = "move"
     relight: bool = False
+    segments: tuple[Segment, ...] = ()  # a story (wan_worker.segments): one part each; () = one plain part
 
 
 @dataclass(frozen=True)
@@ -170,9 +177,11 @@ WAN22_LORA_AFTER = {"high": "High Noise LoRA", "low": "Low Noise LoRA"}
 
 def apply_text_and_output(wf: Workflow, g: Graph, p: VideoParams) -> None:
     """What every bundled graph takes: prompts, fps, output prefix."""
-    wf.inputs(g, "Positive Prompt")["text"] = p.prompt
+    for inputs in wf.shared(g, "Positive Prompt"):
+        inputs["text"] = p.prompt
     if p.negative_prompt is not None:
-        wf.inputs(g, "Negative Prompt")["text"] = p.negative_prompt
+        for inputs in wf.shared(g, "Negative Prompt"):
+            inputs["text"] = p.negative_prompt
     wf.inputs(g, "Create Video")["fps"] = p.fps
     wf.inputs(g, "Save Video")["filename_prefix"] = p.filename_prefix
 
@@ -180,22 +189,24 @@ def apply_text_and_output(wf: Workflow, g: Graph, p: VideoParams) -> None:
 def apply_common(wf: Workflow, g: Graph, p: VideoParams, video_role: str) -> None:
     """Prompts, fps and output prefix, and the size and length on the graph's latent node."""
     apply_text_and_output(wf, g, p)
-    wf.inputs(g, video_role).update(width=p.width, height=p.height, length=p.length)
+    for inputs in wf.shared(g, video_role):
+        inputs.update(width=p.width, height=p.height)
+    wf.inputs(g, video_role)["length"] = p.length
 
 
 def apply_wan22(wf: Workflow, g: Graph, p: VideoParams, video_role: str) -> None:
     """The values every Wan2.2 two-expert graph takes; `video_role` is its latent/conditioning node."""
     apply_common(wf, g, p, video_role)
     for role in ("High Noise Shift", "Low Noise Shift"):
-        wf.inputs(g, role)["shift"] = p.shift
+        for inputs in wf.shared(g, role):
+            inputs["shift"] = p.shift
     for role in ("High Noise LoRA", "Low Noise LoRA"):
         wf.inputs(g, role)["strength_model"] = p.lora_strength
     for role, start, end in (("High Noise Sampler", 0, p.switch_step),
                              ("Low Noise Sampler", p.switch_step, p.steps)):
-        wf.inputs(g, role).update(
-            noise_seed=p.seed, steps=p.steps, cfg=p.cfg, sampler_name=p.sampler,
-            scheduler=p.scheduler, start_at_step=start, end_at_step=end,
-        )
+        for inputs in wf.shared(g, role):
+            inputs.update(noise_seed=p.seed, steps=p.steps, cfg=p.cfg, sampler_name=p.sampler,
+                          scheduler=p.scheduler, start_at_step=start, end_at_step=end)
 
 
 def apply_i2v(wf: Workflow, g: Graph, p: Any) -> None:
@@ -220,8 +231,8 @@ def apply_ti2v5b(wf: Workflow, g: Graph, p: Any) -> None:
     Wan22ImageToVideoLatent's start_image is optional, and then it is plain text-to-video."""
     apply_common(wf, g, p, "Video Latent")
     wf.inputs(g, "Shift")["shift"] = p.shift
-    wf.inputs(g, "Sampler").update(seed=p.seed, steps=p.steps, cfg=p.cfg, sampler_name=p.sampler,
-                                   scheduler=p.scheduler)
+    for inputs in wf.shared(g, "Sampler"):
+        inputs.update(seed=p.seed, steps=p.steps, cfg=p.cfg, sampler_name=p.sampler, scheduler=p.scheduler)
     if p.image_name is None:
         del g[wf.roles["Start Image"]]
         del wf.inputs(g, "Video Latent")["start_image"]
@@ -276,6 +287,30 @@ def apply_animate(wf: Workflow, g: Graph, p: Any) -> None:
     wf.inputs(g, "Cut To Video")["length"] = p.length
 
 
+def apply_segment(wf: Workflow, g: Graph, p: Any, part: int) -> None:
+    """A story's part `part` (wan_worker.segments): its own prompts, seed and length. The values all
+    parts share (size, steps, shift) were written by the graph's `apply`; without `segments` the
+    job is one plain part and `apply` wrote it all."""
+    if not p.segments:
+        return
+    seg = p.segments[part - 1]
+    wf.part_inputs(g, "Segment Prompt", part)["text"] = seg.prompt
+    if seg.negative_prompt is not None:
+        wf.part_inputs(g, "Segment Negative", part)["text"] = seg.negative_prompt
+    seed_key = "noise_seed" if "Segment High Sampler" in wf.roles else "seed"
+    for role in ("Segment High Sampler", "Segment Low Sampler", "Segment Sampler"):
+        if role in wf.roles:
+            wf.part_inputs(g, role, part)[seed_key] = seg.seed
+    length_role = next(r for r in ("Segment Image To Video", "Segment Video Latent", "Segment Empty Latent")
+                       if r in wf.roles)
+    if length_role == "Segment Empty Latent" and part > 1:
+        # T2V: the held start latent is one latent frame, the empty latent the other (length - 1) / 4
+        wf.part_inputs(g, length_role, part)["length"] = seg.length - 4
+        wf.part_inputs(g, "Segment Free Frames", part)["amount"] = (seg.length - 1) // 4
+    else:
+        wf.part_inputs(g, length_role, part)["length"] = seg.length
+
+
 ANIMATE_STEPS = ("Animate", "Extend Animate")
 S2V_FPS = 16
 MAX_FRAMES = 4096  # ImageFromBatch's largest `length`
@@ -301,7 +336,6 @@ def s2v_timing(wf: Workflow, seconds: float) -> tuple[int, int]:
     return frames, 1 + math.ceil(max(0, frames - first) / more)
 
 
-ANIMATE_FPS = 16
 MAX_VIDEO_FRAMES = MAX_FRAMES
 
 
@@ -338,34 +372,88 @@ ANIMATE_FIELDS = ("mode", "pose_video", "face_video", "background_video", "mask_
                   "return_preprocessed")
 ANIMATE_ONLY = {name: NO_VIDEO for name in ANIMATE_FIELDS}
 
+# A story's segment block (wan_worker.segments): the previous segment's latent decoded and its last
+# frame taken, the segment's own prompts, sampling from that frame, and its latent (less the start
+# frame's) joined to the video so far; the graph's Decode reads the join.
+SEGMENT_ROLES = {"Segment Previous Frames": "VAEDecode", "Segment Start Frame": "ImageFromBatch",
+                 "Segment Prompt": "CLIPTextEncode", "Segment Negative": "CLIPTextEncode",
+                 "Segment New Latent": "LatentCut", "Segment Join": "LatentConcat"}
+SEGMENT_TWINS = {"Segment Prompt": "Positive Prompt", "Segment Negative": "Negative Prompt"}
+WAN22_SEGMENT_ROLES = {**SEGMENT_ROLES, "Segment High Shift": "ModelSamplingSD3", "Segment Low Shift": "ModelSamplingSD3",
+                       "Segment High Sampler": "KSamplerAdvanced", "Segment Low Sampler": "KSamplerAdvanced"}
+WAN22_SEGMENT_TWINS = {**SEGMENT_TWINS, "Segment High Shift": "High Noise Shift", "Segment Low Shift": "Low Noise Shift",
+                       "Segment High Sampler": "High Noise Sampler", "Segment Low Sampler": "Low Noise Sampler"}
+WAN22_SEGMENT_PHASES = {**WAN22_PHASES, "Segment High Sampler": "sampling_high", "Segment Low Sampler": "sampling_low"}
+# T2V's start frame: the T2V model has no image input, so a segment's first latent frame is held at
+# the start frame's latent while the rest is sampled (a noise mask, as the 5B graph's image latent has)
+T2V_SEGMENT_ROLES = {**WAN22_SEGMENT_ROLES, "Segment Start Latent": "VAEEncode",
+                     "Segment Empty Latent": "EmptyHunyuanLatentVideo", "Segment Latent Frames": "LatentConcat",
+                     "Segment Hold": "SolidMask", "Segment Free": "SolidMask", "Segment Hold Image": "MaskToImage",
+                     "Segment Free Image": "MaskToImage", "Segment Free Frames": "RepeatImageBatch",
+                     "Segment Mask Frames": "ImageBatch", "Segment Mask": "ImageToMask",
+                     "Segment Masked Latent": "SetLatentNoiseMask"}
+
+
+def segment_repeat(roles: Mapping[str, str], twins: Mapping[str, str], last: str,
+                   **more: Any) -> Repeat:
+    """The segment block over `roles`; `last` is the role whose latent part 1 ends with."""
+    sampler = next(b for b, t in twins.items() if t == last)
+    return Repeat(block=tuple(roles), feeds={last: "Segment Join"}, unit="segment",
+                  reads={("Segment Previous Frames", "samples"): sampler}, twins=twins, optional=True, **more)
+
+
+WAN22_LORA_INTO = {"high": "Segment High Shift", "low": "Segment Low Shift"}
+
 I2V = GraphSpec(
     name="i2v", file="wan22_i2v.json",
-    roles={**WAN22_ROLES, "Start Image": "LoadImage", "Image To Video": "WanImageToVideo"},
-    phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_i2v,
+    roles={**WAN22_ROLES, "Start Image": "LoadImage", "Image To Video": "WanImageToVideo",
+           **WAN22_SEGMENT_ROLES, "Segment Image To Video": "WanImageToVideo"},
+    phases=WAN22_SEGMENT_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_i2v,
     model_set="i2v-14b", video_model=WAN14B, refuses={**AUDIO_ONLY, **ANIMATE_ONLY},
+    repeat=segment_repeat({**WAN22_SEGMENT_ROLES, "Segment Image To Video": "WanImageToVideo"},
+                          {**WAN22_SEGMENT_TWINS, "Segment Image To Video": "Image To Video"}, "Low Noise Sampler",
+                          lora_into=WAN22_LORA_INTO),
+    drive=drive_segments, apply_part=apply_segment,
 )
 FLF2V = GraphSpec(
     name="flf2v", file="wan22_flf2v.json",
     roles={**WAN22_ROLES, "Start Image": "LoadImage", "End Image": "LoadImage",
-           "First Last Frame To Video": "WanFirstLastFrameToVideo"},
-    phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_flf2v,
+           "First Last Frame To Video": "WanFirstLastFrameToVideo",
+           **WAN22_SEGMENT_ROLES, "Segment Image To Video": "WanFirstLastFrameToVideo"},
+    phases=WAN22_SEGMENT_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_flf2v,
     model_set="i2v-14b", video_model=WAN14B, refuses={**AUDIO_ONLY, **ANIMATE_ONLY},
+    # `end_image` ends the last segment: only the last part keeps its link
+    repeat=segment_repeat({**WAN22_SEGMENT_ROLES, "Segment Image To Video": "WanFirstLastFrameToVideo"},
+                          {**WAN22_SEGMENT_TWINS, "Segment Image To Video": "First Last Frame To Video"},
+                          "Low Noise Sampler", lora_into=WAN22_LORA_INTO,
+                          last_only=(("Segment Image To Video", "end_image"),)),
+    drive=drive_segments, apply_part=apply_segment,
 )
 T2V = GraphSpec(
     name="t2v", file="wan22_t2v.json",
-    roles={**WAN22_ROLES, "Empty Latent": "EmptyHunyuanLatentVideo"},
-    phases=WAN22_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_t2v,
+    roles={**WAN22_ROLES, "Empty Latent": "EmptyHunyuanLatentVideo", **T2V_SEGMENT_ROLES},
+    phases=WAN22_SEGMENT_PHASES, model_inputs=WAN22_MODELS, lora_after=WAN22_LORA_AFTER, apply=apply_t2v,
     model_set="t2v-14b", video_model=WAN14B, refuses={"end_image": NO_END_IMAGE_T2V, **AUDIO_ONLY, **ANIMATE_ONLY},
+    repeat=segment_repeat(T2V_SEGMENT_ROLES, {**WAN22_SEGMENT_TWINS, "Segment Empty Latent": "Empty Latent"},
+                          "Low Noise Sampler", lora_into=WAN22_LORA_INTO),
+    drive=drive_segments, apply_part=apply_segment,
 )
+TI2V5B_SEGMENT_ROLES = {**SEGMENT_ROLES, "Segment Video Latent": "Wan22ImageToVideoLatent",
+                        "Segment Sampler": "KSampler"}
 TI2V5B = GraphSpec(
     name="ti2v5b", file="wan22_ti2v_5b.json",
     roles={"Model": "UNETLoader", "Shift": "ModelSamplingSD3", "Text Encoder": "CLIPLoader",
            "Positive Prompt": "CLIPTextEncode", "Negative Prompt": "CLIPTextEncode", "VAE": "VAELoader",
            "Start Image": "LoadImage", "Video Latent": "Wan22ImageToVideoLatent", "Sampler": "KSampler",
-           "Decode": "VAEDecode", "Create Video": "CreateVideo", "Save Video": "SaveVideo"},
-    phases={"Sampler": "sampling", "Decode": "decoding", "Create Video": "encoding", "Save Video": "encoding"},
+           "Decode": "VAEDecode", "Create Video": "CreateVideo", "Save Video": "SaveVideo",
+           **TI2V5B_SEGMENT_ROLES},
+    phases={"Sampler": "sampling", "Segment Sampler": "sampling", "Decode": "decoding", "Create Video": "encoding",
+            "Save Video": "encoding"},
     model_inputs=(("Model", "unet_name"), ("Text Encoder", "clip_name"), ("VAE", "vae_name")),
     lora_after={}, apply=apply_ti2v5b, model_set="ti2v-5b", video_model=WAN5B,
+    repeat=segment_repeat(TI2V5B_SEGMENT_ROLES, {**SEGMENT_TWINS, "Segment Video Latent": "Video Latent",
+                                                 "Segment Sampler": "Sampler"}, "Sampler"),
+    drive=drive_segments, apply_part=apply_segment,
     refuses={
         "end_image": "is for the 14b model (first-last-frame); the 5b model takes one optional `image`: "
                      "remove `end_image` or send `\"model\": \"14b\"`",
@@ -400,8 +488,10 @@ S2V = GraphSpec(
     lora_after={}, apply=apply_s2v, model_set="s2v-14b", video_model=WAN14B_S2V,
     repeat=Repeat(block=("Extend", "Extend Sampler", "Extend Concat"), feeds={"Sampler": "Extend Concat"},
                   unit="chunk"),
-    timing=s2v_timing,
+    timing=s2v_timing, drive=drive_sound,
     refuses={
+        "segments": "follows the sound in sound-to-video (the sound decides the video's length and parts): "
+                    "remove `segments`, or send one job per part of the sound",
         "end_image": "is for first-last-frame; sound-to-video starts from `image` alone: remove `end_image`",
         "length": "follows the sound in sound-to-video (the video covers `audio`, or `duration_s` of it, at "
                   "16 fps): remove `length`",
@@ -443,8 +533,10 @@ ANIMATE = GraphSpec(
     repeat=Repeat(block=("Extend Animate", "Extend Sampler", "Extend Trim Latent", "Extend Decode",
                          "Extend New Images", "Extend Images"),
                   feeds={"Images": "Extend Images", "Animate": "Extend Animate"}, unit="window"),
-    timing=animate_timing,
+    timing=animate_timing, drive=drive_animate, job_models=animate_models,
     refuses={
+        "segments": "follows the driving video in Animate (its length decides the video's): remove "
+                    "`segments`, or send one job per part of the driving video",
         "end_image": "is for first-last-frame; Animate starts from `image` (the character) alone: remove it",
         "length": "follows the driving video in Animate (its frames at 16 fps): remove `length`",
         "switch_step": "is for the two experts of image- and text-to-video; the Animate model is one model: "

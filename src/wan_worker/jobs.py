@@ -3,9 +3,9 @@ and a dry run show. Everything that can be checked without the GPU is checked he
 files the graph loads, the LoRAs (downloaded if given by URL), every input image or media file.
 
 Video jobs (I2V, first-last-frame, text-to-video, sound-to-video, Animate; model 14b or 5b) run the
-bundled graph of `VideoRequest.spec`; a graph with `timing` (S2V, Animate) takes its length and parts
-from the duration of its driving input (the sound, the driving video), read before anything is
-queued by wan_worker.drivers (which also decides where Animate's control videos come from).
+bundled graph of `VideoRequest.spec`; what decides the video's length and parts is read by the
+spec's `drive` hook before anything is queued: S2V's sound and Animate's videos (wan_worker.drivers),
+a story's segments (wan_worker.segments).
 Workflow mode brings its own graph. Either way the handler runs the same pipeline on the plan.
 """
 from __future__ import annotations
@@ -13,27 +13,19 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Callable
 
 from . import loras as lora_files
-from .drivers import CONTROLS, Driving, Sound, load_driving, load_sound, make_controls, worker_makes_controls
-from .errors import INVALID_INPUT, WorkerError
 from .graphs import VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
-from .models import PREPROCESS_FILES, check_volume, sets_report
-from .progress import Progress
-from .request import Request, VideoRequest, WorkflowRequest, invalid, resolve_size
+from .models import check_volume, sets_report
+from .progress import Progress, Timed
+from .request import Request, VideoRequest, WorkflowRequest, resolve_size
 from .settings import Settings
-from .workflow import Graph, Workflow
+from .workflow import Driven, Graph, JobContext, Workflow
 
 log = logging.getLogger(__name__)
-
-
-class Timed(Protocol):
-    """The handler's timings: `with timings.phase("image"): ...` adds to the result's timings_ms."""
-
-    def phase(self, name: str) -> ContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -89,72 +81,66 @@ def plan_workflow(settings: Settings, req: WorkflowRequest, timings: Timed) -> P
 
 def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, req: VideoRequest,
                progress: Progress, timings: Timed) -> Plan:
-    """Check the files of the job's own graph (its model set) and its inputs; nothing else."""
+    """Check the files of the job's own graph (its model set) and its inputs; nothing else. What one
+    family reads beyond the images (S2V's sound, Animate's videos, a story's segments) is its spec's
+    `drive` hook."""
     wf = workflows[req.spec.name]
+    spec = wf.spec
     with timings.phase("validate"):
-        names = wf.model_names() | ({m.name for m in PREPROCESS_FILES} if worker_makes_controls(req) else set())
-        volume = check_volume(settings, names, model_set=wf.spec.model_set)
+        names = wf.model_names() | (spec.job_models(req) if spec.job_models else frozenset())
+        volume = check_volume(settings, names, model_set=spec.model_set)
         if not req.dry_run:
             volume.raise_for_problems()
     with timings.phase("image"):
         start = load_image(req.image, settings) if req.image else None
         end = load_image(req.end_image, settings, field="end_image") if req.end_image else None
-    sound = load_sound(req, settings, timings) if req.audio else None
-    driving = load_driving(req, settings, timings) if req.video else None
-    if driving is not None and start is not None and worker_makes_controls(req):
-        driving = make_controls(driving, req, settings, resolve_size(req, start.width, start.height), progress,
-                                timings)
-    loras = resolve_loras(req, settings, progress, timings, one_model="low" not in wf.spec.lora_after)
-    params = video_params(job_id, req, start, end, sound, wf, driving)
+    size = resolve_size(req, *((start.width, start.height) if start else (None, None)))
+    seed = req.seed if req.seed is not None else secrets.randbelow(2**63)
+    ctx = JobContext(job_id, settings, wf, progress, timings, size, seed)
+    driven = spec.drive(req, ctx) if spec.drive else Driven(length=req.length or 0)
+    one_model = "low" not in spec.lora_after
+    loras = resolve_loras(req.loras, req, settings, progress, timings, one_model)
+    own = {part: resolve_loras(entries, req, settings, progress, timings, one_model)
+           for part, entries in driven.part_loras.items()}
+    params = video_params(job_id, req, start, end, size, seed, driven)
     log.info("%s (model %s) %dx%d, %d frames at %g fps in %d part(s), %d steps, seed %d, %d LoRA(s), prompt %r "
-             "(%d chars)", wf.spec.name, req.model, params.width, params.height, params.length, params.fps,
-             params.parts, params.steps, params.seed, len(loras), req.prompt[:40], len(req.prompt))
+             "(%d chars)", spec.name, req.model, params.width, params.height, params.length, params.fps,
+             params.parts, params.steps, params.seed, len(loras), params.prompt[:40], len(params.prompt))
     uploads = []
     if start is not None and params.image_name:
         uploads.append(Upload(params.image_name, start.data, start.mime_type))
     if end is not None and params.end_image_name:
         uploads.append(Upload(params.end_image_name, end.data, end.mime_type))
-    if sound is not None and params.audio_name:
-        uploads.append(Upload(params.audio_name, sound.input.data, sound.input.mime_type))
-    if driving is not None:
-        uploads.extend(Upload(*u) for u in driving.uploads(params.video_names))
+    uploads.extend(Upload(*u) for u in driven.uploads)
     nodes = [lo.node() for lo in loras]
+    part_nodes = {part: [lo.node() for lo in found] for part, found in own.items()}
 
     def build(names: list[str]) -> Graph:
-        return wf.build(_with_names(params, names), nodes)
+        return wf.build(_with_names(params, names), nodes, part_nodes)
 
-    fields = video_fields(params, wf.spec.name, req.model)
-    if wf.spec.repeat is not None:
-        fields[f"{wf.spec.repeat.unit}s"] = params.parts
-    if sound is not None:
-        fields.update(audio=True, audio_start_s=round(params.audio_start_s, 3), audio_s=round(params.audio_s, 3))
-    if driving is not None:
-        fields.update(mode=params.mode, frames=params.length, audio=driving.video.audio is not None)
-        if params.mode == "replace":
-            fields["relight"] = params.relight
+    fields = video_fields(params, spec.name, req.model)
+    if spec.repeat is not None and not spec.repeat.optional:
+        fields[f"{spec.repeat.unit}s"] = params.parts
+    fields.update(driven.fields)
     if loras:
         fields["loras"] = [lo.to_dict() for lo in loras]
-    checks = video_checks(start, end, params, volume.to_dict(), loras)
-    if sound is not None:
-        checks["audio"] = {**sound.input.check(), "start_s": round(params.audio_start_s, 3),
-                           "used_s": round(params.audio_s, 3)}
-    if driving is not None:
-        checks.update(driving.checks())
+    checks = {**video_checks(start, end, params, volume.to_dict(), [*loras, *(lo for f in own.values() for lo in f)]),
+              **driven.checks}
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
-    beside = ({f: driving.controls[f][1] for f in ("pose_video", "face_video")}
-              if driving is not None and driving.made and req.return_preprocessed and not req.dry_run else {})
-    return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(params.parts), default_phase="loading_models",
-                checks=checks, fields=fields, last_frame=req.return_last_frame, beside=beside)
+    return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(params.parts),
+                default_phase="loading_models", checks=checks, fields=fields, last_frame=req.return_last_frame,
+                beside=dict(driven.beside))
 
 
-def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress, timings: Timed,
-                  one_model: bool = False) -> list[lora_files.ResolvedLora]:
-    """The job's LoRAs, found or downloaded (a dry run never downloads), progress while downloading.
-    A one-model graph (Animate) takes each `name` entry once, on its one model ("high")."""
-    if not req.loras:
+def resolve_loras(entries: list[Any] | None, req: VideoRequest, settings: Settings, progress: Progress,
+                  timings: Timed, one_model: bool = False) -> list[lora_files.ResolvedLora]:
+    """LoRA entries (the job's, or one segment's own) found or downloaded (a dry run never
+    downloads), progress while downloading. A one-model graph (Animate) takes each `name` entry
+    once, on its one model ("high")."""
+    if not entries:
         return []
-    choices = [c for c in lora_files.choices(req.loras) if not one_model or c.expert == "high"]
+    choices = [c for c in lora_files.choices(entries) if not one_model or c.expert == "high"]
 
     def report(done: int, _total: int | None) -> None:
         progress.phase("downloading_loras", bytes=done)
@@ -165,44 +151,20 @@ def resolve_loras(req: VideoRequest, settings: Settings, progress: Progress, tim
 
 
 def video_params(job_id: str, req: VideoRequest, start: PreparedImage | None, end: PreparedImage | None,
-                 sound: Sound | None = None, wf: Workflow | None = None,
-                 driving: Driving | None = None) -> VideoParams:
-    width, height = resolve_size(req, *((start.width, start.height) if start else (None, None)))
-    length, parts = req.length, 1
-    names: dict[str, str] = {}
-    if driving is not None and wf is not None and wf.spec.timing is not None:
-        try:
-            length, parts = wf.spec.timing(wf, driving.video.duration_s)
-        except ValueError as exc:
-            raise invalid("video", f"is too long for one video: {exc}") from None
-        if driving.video.audio is not None:
-            names["Driving Video"] = f"wan_{job_id}_video{driving.video.extension}"
-        names.update({CONTROLS[f]: f"wan_{job_id}_{f.removesuffix('_video')}.mp4"
-                      if data is not found.data else f"wan_{job_id}_{f.removesuffix('_video')}{found.extension}"
-                      for f, (found, data) in driving.controls.items()})
-    if sound is not None and wf is not None and wf.spec.timing is not None:
-        try:
-            length, parts = wf.spec.timing(wf, sound.span.duration_s)
-        except ValueError as exc:
-            raise WorkerError(INVALID_INPUT, f"Invalid input: `audio` is too long for one video: {exc}; "
-                                             "send a shorter part with `duration_s`.",
-                              {"errors": [{"field": "duration_s", "message": str(exc)}]}) from None
-    return VideoParams(
+                 size: tuple[int, int], seed: int, driven: Driven) -> VideoParams:
+    """Every value the graph takes: the request's, resolved, and what its driving inputs decided."""
+    width, height = size
+    values: dict[str, Any] = dict(
         image_name=f"wan_{job_id}.{start.extension}" if start is not None else None,
-        prompt=req.prompt, negative_prompt=req.negative_prompt,
-        seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
-        width=width, height=height, length=length, fps=req.fps, steps=req.steps,  # type: ignore[arg-type]
-        cfg=req.cfg, shift=req.shift, lora_strength=req.effective_lora_strength,  # type: ignore[arg-type]
-        switch_step=req.switch_step, sampler=req.sampler, scheduler=req.scheduler,  # type: ignore[arg-type]
+        prompt=req.prompt or "", negative_prompt=req.negative_prompt, seed=seed,
+        width=width, height=height, length=driven.length, fps=req.fps, steps=req.steps,
+        cfg=req.cfg, shift=req.shift, lora_strength=req.effective_lora_strength,
+        switch_step=req.switch_step, sampler=req.sampler, scheduler=req.scheduler,
         filename_prefix=f"wan_{job_id}",
         end_image_name=f"wan_{job_id}_end.{end.extension}" if end is not None else None,
-        parts=parts,
-        audio_name=f"wan_{job_id}_audio{sound.input.extension}" if sound is not None else None,
-        audio_start_s=sound.span.start_s if sound is not None else 0.0,
-        audio_s=sound.span.duration_s if sound is not None else 0.0,
-        video_names=names, mode=req.mode,
-        relight=req.mode == "replace" and req.relight is not False,
+        parts=driven.parts, mode=req.mode,
     )
+    return VideoParams(**{**values, **driven.params})
 
 
 UPLOADED = ("image_name", "end_image_name", "audio_name")  # the params naming uploads, in upload order

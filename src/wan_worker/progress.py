@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Protocol
 
 from . import background
 
@@ -39,29 +39,45 @@ INTERVAL_S = 1.0
 
 @dataclass(frozen=True)
 class Phase:
-    """A phase that a graph of several parts (S2V chunks, Animate windows) goes through once per
-    part: its band is shared out between the parts, and updates say which part it is, e.g.
-    `{"phase": "sampling", "chunk": 2, "chunks": 3, "step": 1, "steps": 4, "percent": 40}`."""
+    """A phase that a graph of several parts (S2V chunks, Animate windows, a story's segments) goes
+    through once per part: its band is shared out between the parts, and updates say which part it
+    is, e.g. `{"phase": "sampling", "chunk": 2, "chunks": 3, "step": 1, "steps": 4, "percent": 40}`.
+    Where a part goes through several phases (`cycle`: a segment samples high, then low), the part's
+    slice spans their bands together, so percent keeps rising from one part to the next."""
 
     name: str
     part: int
     parts: int
-    unit: str  # "chunk", "window"
+    unit: str  # "chunk", "window", "segment"
+    cycle: tuple[str, ...] = ()  # the phases each part goes through, in order; () = this one alone
 
     def detail(self) -> dict[str, int]:
         return {self.unit: self.part, f"{self.unit}s": self.parts}
 
+    def position(self, done: float = 0.0) -> float:
+        """Where `done` (0..1) of this part sits on the job's 0-100 scale."""
+        names = self.cycle or (self.name,)
+        low, high = BANDS.get(names[0], (0, 100))[0], BANDS.get(names[-1], (0, 100))[1]
+        a, b = BANDS.get(self.name, (low, high))
+        span = max(high - low, 1)
+        within = (a - low + (b - a) * done) / span
+        return low + span * (self.part - 1 + within) / self.parts
+
     def percent(self, done: float = 0.0) -> int:
-        """Where `done` (0..1) of this part sits on the job's scale."""
-        low, high = BANDS.get(self.name, (0, 100))
-        return round(low + (high - low) * (self.part - 1 + done) / self.parts)
+        return round(self.position(done))
 
 
-def _key(phase: str | Phase) -> tuple[int, int]:
-    """Phases only move forward along this key: band, then part."""
+class Timed(Protocol):
+    """The handler's timings: `with timings.phase("image"): ...` adds to the result's timings_ms."""
+
+    def phase(self, name: str) -> ContextManager[None]: ...
+
+
+def _key(phase: str | Phase) -> float:
+    """Phases only move forward along the job's scale (a part's phases, then the next part's)."""
     if isinstance(phase, Phase):
-        return BANDS.get(phase.name, (0, 0))[0], phase.part
-    return BANDS.get(phase, (0, 0))[0], 0
+        return phase.position()
+    return BANDS.get(phase, (0, 0))[0]
 
 
 def _timer(delay: float, fn: Callable[[], None]) -> Callable[[], None]:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from .errors import INVALID_INPUT, WorkerError
+from .errors import INVALID_INPUT, WorkerError, invalid
 from .graphs import ASPECT_RATIOS, VideoModel, spec_for
 from .workflow import GraphSpec
 
@@ -123,6 +123,31 @@ class LoraEntry(_Strict):
         return out
 
 
+def _four_n_plus_one(v: int | None) -> int | None:
+    if v is not None and (v - 1) % 4:
+        raise ValueError(f"must be 4n+1 frames (e.g. 49, 81, 121); {(v - 1) // 4 * 4 + 1} is the nearest below")
+    return v
+
+
+def _not_blank(v: str | None) -> str | None:
+    if v is not None and not v.strip():
+        raise ValueError("must not be blank")
+    return v
+
+
+class SegmentEntry(_Strict):
+    """One part of a story (`segments`): any field it leaves out is the job's (wan_worker.segments)."""
+
+    prompt: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
+    length: int | None = Field(default=None, ge=5, le=241)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
+    loras: list[LoraEntry] | None = Field(default=None, max_length=MAX_LORAS)  # [] : none for this segment
+
+    _prompt = field_validator("prompt")(_not_blank)
+    _length = field_validator("length")(_four_n_plus_one)
+
+
 class VideoRequest(_Common):
     """A video through a bundled Wan2.2 graph: `model` 14b (with `image` image-to-video, with
     `end_image` too first-last-frame, with `audio` sound-to-video, with `video` Animate, without
@@ -145,7 +170,7 @@ class VideoRequest(_Common):
     relight: bool | None = None
     person: int | None = Field(default=None, ge=0)  # Animate preprocessing: which person, by size (0 = largest)
     return_preprocessed: bool = False  # Animate preprocessing: return the pose and face videos it made
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)  # required without segments
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
     width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=16)
@@ -164,20 +189,10 @@ class VideoRequest(_Common):
     aspect_ratio: Literal["16:9", "9:16", "1:1", "4:3", "3:4"] | None = None
     loras: list[LoraEntry] = Field(default_factory=list, max_length=MAX_LORAS)
     return_last_frame: bool = False
+    segments: list[SegmentEntry] | None = Field(default=None, min_length=1)  # a story, part by part
 
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be blank")
-        return v
-
-    @field_validator("length")
-    @classmethod
-    def _four_n_plus_one(cls, v: int | None) -> int | None:
-        if v is not None and (v - 1) % 4:
-            raise ValueError(f"must be 4n+1 frames (e.g. 49, 81, 121); {(v - 1) // 4 * 4 + 1} is the nearest below")
-        return v
+    _prompt = field_validator("prompt")(_not_blank)
+    _length = field_validator("length")(_four_n_plus_one)
 
     @field_validator("sampler", "scheduler")
     @classmethod
@@ -283,11 +298,6 @@ def _describe(err: dict[str, Any]) -> dict[str, str]:
     return {"field": field, "message": msg[:1:].lower() + msg[1:]}
 
 
-def invalid(field: str, message: str) -> WorkerError:
-    return WorkerError(INVALID_INPUT, f"Invalid input: `{field}` {message}.",
-                       {"errors": [{"field": field, "message": message}]})
-
-
 def parse_input(raw: Any, *, max_timeout_s: float, s3_configured: bool = False) -> Request:
     """Validate `job["input"]` (a dict, or a JSON string of one) into a request.
 
@@ -341,6 +351,13 @@ def _check_video(req: VideoRequest) -> None:
     for name, why in vm.fixed.items():
         if name in sent and getattr(req, name) != vm.defaults[name]:
             raise invalid(name, why)
+    if req.prompt is None and not req.segments:
+        raise invalid("prompt", "is required: say what should happen in the video (or send `segments`, a "
+                                "prompt for each part)")
+    if req.segments and "loras" in req.spec.refuses:
+        for n, entry in enumerate(req.segments):
+            if entry.loras is not None:
+                raise invalid(f"segments[{n}].loras", req.spec.refuses["loras"])
     if req.audio is not None and req.image is None:
         raise invalid("image", "is required for sound-to-video: the person or scene that moves to `audio` "
                                "(base64, a data URI or an https URL)")

@@ -39,6 +39,11 @@ class Settings:
     max_input_mb: float = 100.0
     max_audio_s: float = 60.0  # sound-to-video: the longest part of `audio` one job may cover
     max_video_s: float = 30.0  # Animate: the longest driving `video` one job may follow
+    # A story in one job (`segments`): how many parts, and the whole video's frames. ComfyUI holds
+    # each segment's decoded frames and the whole video's as float32 (12 bytes a pixel) until the
+    # job's next prompt: 801 frames at 832x480 is about 8 GB of RAM.
+    max_segments: int = 10
+    max_total_frames: int = 801
     # LoRAs given by URL: downloaded once into a folder ComfyUI's `loras` search path includes.
     lora_cache_dir: str = ""  # empty: <first existing loras folder>/wan-worker-cache
     max_lora_mb: float = 2048.0

@@ -6,8 +6,9 @@ load any spec's file and apply it. Nodes are found by their `_meta.title` (the r
 id, so a graph can be re-exported from ComfyUI with new ids as long as the titles stay. A missing
 or ambiguous role is a start-up error, reported to every job instead of a crash loop.
 
-Graphs whose length varies per job (S2V's chunks, Animate's windows) hold their repeated block once
-(`Repeat`); `repeat_block` removes it or copies it to the job's number of parts.
+Graphs whose length varies per job (S2V's chunks, Animate's windows, a story's segments) hold their
+repeated block once (`Repeat`); `repeat_block` removes it or copies it to the job's number of parts,
+and a spec's `apply_part` writes each part's own values (a segment's prompt, seed, length).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import STARTUP_FAILED, WorkerError
-from .progress import Phase
+from .progress import BANDS, Phase, Progress, Timed
+from .settings import Settings
 
 Graph = dict[str, dict[str, Any]]
 
@@ -37,7 +39,15 @@ class Repeat:
 
     block: tuple[str, ...]  # the roles of the block's nodes
     feeds: Mapping[str, str]  # role outside the block -> block role the next copy reads instead
-    unit: str  # what progress calls one part: "chunk", "window"
+    unit: str  # what progress calls one part: "chunk", "window", "segment"
+    # (block role, input) -> block role: that input of a copy reads the part before's copy of this
+    # role, where `feeds` would give another (a segment's start frame reads the previous segment's
+    # latent, its join reads the video so far: both are the first sampler's latent in part 1)
+    reads: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    twins: Mapping[str, str] = field(default_factory=dict)  # block role -> the role that plays it in part 1
+    lora_into: Mapping[str, str] = field(default_factory=dict)  # expert -> block role whose `model` a part's own LoRAs feed
+    last_only: tuple[tuple[str, str], ...] = ()  # (block role, input): a link only the last part keeps
+    optional: bool = False  # one part is the plain graph, and its progress names no part (segments)
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,39 @@ class GraphSpec:
     # (workflow, seconds of the input that drives the video: S2V's sound) -> (frames, parts);
     # None: the job's `length` decides, in one part
     timing: Callable[["Workflow", float], tuple[int, int]] | None = None
+    # (request, JobContext) -> Driven: reads and checks the inputs that decide the video's length and
+    # parts (S2V's sound, Animate's videos, a story's segments) before anything is queued
+    drive: Callable[[Any, "JobContext"], "Driven"] | None = None
+    apply_part: Callable[["Workflow", Graph, Any, int], None] | None = None  # a part's own values, parts 1..n
+    job_models: Callable[[Any], frozenset[str]] | None = None  # model files a job needs beyond the graph's
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a GraphSpec's `drive` hook gets beside the request."""
+
+    job_id: str
+    settings: Settings
+    workflow: "Workflow"
+    progress: Progress
+    timings: Timed
+    size: tuple[int, int]  # the video's width and height
+    seed: int  # the job's seed, drawn already when the job sent none
+
+
+@dataclass(frozen=True)
+class Driven:
+    """What a job's driving inputs decide: the length and parts, the VideoParams values they set,
+    the files they upload (after the images), and what the result and a dry run show of them."""
+
+    length: int  # frames of the whole video
+    parts: int = 1
+    params: Mapping[str, Any] = field(default_factory=dict)  # VideoParams fields
+    uploads: tuple[tuple[str, bytes, str], ...] = ()  # (name, bytes, MIME type)
+    fields: Mapping[str, Any] = field(default_factory=dict)  # result fields
+    checks: Mapping[str, Any] = field(default_factory=dict)  # dry-run checks
+    beside: Mapping[str, bytes] = field(default_factory=dict)  # result key -> MP4 (return_preprocessed)
+    part_loras: Mapping[int, Sequence[Any]] = field(default_factory=dict)  # part -> its own LoRA entries
 
 
 @dataclass(frozen=True)
@@ -81,20 +124,24 @@ class Workflow:
 
     def phases(self, parts: int = 1) -> dict[str, str | Phase]:
         """node id -> progress phase, for the nodes that start a new phase. In a repeated graph a
-        phase that the block has too (sampling) is counted per part: `Phase(name, part, parts, unit)`."""
+        phase that the block has too (sampling) is counted per part: `Phase(name, part, parts, unit)`,
+        the phases a part goes through sharing its slice of the job's scale (`cycle`)."""
         rep = self.spec.repeat
-        if rep is None:
-            return {self.roles[role]: phase for role, phase in self.spec.phases.items()}
+        if rep is None or (rep.optional and parts == 1):
+            return {self.roles[role]: phase for role, phase in self.spec.phases.items()
+                    if rep is None or role not in rep.block}
         in_block = {self.spec.phases[r] for r in rep.block if r in self.spec.phases}
+        cycle = phase_cycle(in_block)
         out: dict[str, str | Phase] = {}
         for role, phase in self.spec.phases.items():
             node = self.roles[role]
             if role in rep.block:
                 if parts >= 2:
-                    out[node] = Phase(phase, 2, parts, rep.unit)
-                    out.update({copy_id(node, k): Phase(phase, k, parts, rep.unit) for k in range(3, parts + 1)})
+                    out[node] = Phase(phase, 2, parts, rep.unit, cycle)
+                    out.update({copy_id(node, k): Phase(phase, k, parts, rep.unit, cycle)
+                                for k in range(3, parts + 1)})
             elif phase in in_block:
-                out[node] = Phase(phase, 1, parts, rep.unit)
+                out[node] = Phase(phase, 1, parts, rep.unit, cycle)
             else:
                 out[node] = phase
         return out
@@ -102,19 +149,62 @@ class Workflow:
     def default(self, role: str, key: str) -> Any:
         return self.inputs(self.graph, role)[key]
 
+    def part_id(self, role: str, part: int) -> str:
+        """The node that plays block role `role` in part `part` (1: its twin outside the block)."""
+        rep = self.spec.repeat
+        if rep is None or role not in rep.block:
+            return self.roles[role]
+        if part == 1:
+            return self.roles[rep.twins[role]]
+        return self.roles[role] if part == 2 else copy_id(self.roles[role], part)
+
+    def part_inputs(self, graph: Graph, role: str, part: int) -> dict[str, Any]:
+        return graph[self.part_id(role, part)]["inputs"]
+
+    def shared(self, graph: Graph, role: str) -> list[dict[str, Any]]:
+        """The inputs of `role` and of the block role that plays it in later parts (before the block
+        is repeated): values every part shares (steps, size, shift) are written through this."""
+        rep = self.spec.repeat
+        twins = [b for b, t in (rep.twins.items() if rep else ()) if t == role and self.roles[b] in graph]
+        return [self.inputs(graph, r) for r in (role, *twins)]
+
     def model_names(self) -> set[str]:
         """The model file names the loader nodes ask for (checked against the manifest)."""
         return {str(self.default(role, key)) for role, key in self.spec.model_inputs}
 
-    def build(self, params: Any, loras: Sequence[LoraNode] = ()) -> Graph:
-        """A copy with the job's values applied and its LoRAs chained in; the loaded graph never changes."""
+    def build(self, params: Any, loras: Sequence[LoraNode] = (),
+              part_loras: Mapping[int, Sequence[LoraNode]] | None = None) -> Graph:
+        """A copy with the job's values applied and its LoRAs chained in; the loaded graph never
+        changes. `part_loras`: the parts (segments) with LoRAs of their own instead of `loras`."""
         g = copy.deepcopy(self.graph)
         self.spec.apply(self, g, params)
-        for expert, after in self.spec.lora_after.items():
+        rep = self.spec.repeat
+        if rep is not None:
+            repeat_block(g, self.roles, rep, params.parts)
+        for expert, after in self.spec.lora_after.items():  # every part's model, each copy's too
             chain_loras(g, self.roles[after], [lo for lo in loras if lo.expert == expert], expert)
-        if self.spec.repeat is not None:
-            repeat_block(g, self.roles, self.spec.repeat, params.parts)
+        if rep is not None:
+            self._apply_parts(g, rep, params, part_loras or {})
         return g
+
+    def _apply_parts(self, g: Graph, rep: Repeat, params: Any, part_loras: Mapping[int, Sequence[LoraNode]]) -> None:
+        """Each part's own values and LoRAs; links only the last part keeps go from the others."""
+        for part in range(1, params.parts + 1):
+            if self.spec.apply_part is not None:
+                self.spec.apply_part(self, g, params, part)
+            if part in part_loras:
+                for expert, into in rep.lora_into.items():
+                    chain_loras(g, self.roles[self.spec.lora_after[expert]],
+                                [lo for lo in part_loras[part] if lo.expert == expert],
+                                f"{expert} ({rep.unit} {part})", readers=[(self.part_id(into, part), "model")])
+        for role, key in rep.last_only:
+            for part in range(1, params.parts):
+                self.part_inputs(g, role, part).pop(key, None)
+
+
+def phase_cycle(phases: set[str]) -> tuple[str, ...]:
+    """The phases each part goes through, in the order of their bands (I2V: high, then low)."""
+    return tuple(sorted(phases, key=lambda p: BANDS.get(p, (0, 0)))) if len(phases) > 1 else ()
 
 
 def copy_id(node_id: str, part: int) -> str:
@@ -144,6 +234,7 @@ def repeat_block(g: Graph, roles: Mapping[str, str], rep: Repeat, parts: int) ->
         raise ValueError(f"a graph needs at least one part, not {parts}")
     block = {roles[r] for r in rep.block}
     feeds = {roles[outside]: roles[inside] for outside, inside in rep.feeds.items()}
+    reads = {(roles[r], key): roles[inside] for (r, key), inside in rep.reads.items()}
     after = _readers(g, block)
     if parts == 1:
         back = {inside: outside for outside, inside in feeds.items()}
@@ -161,6 +252,8 @@ def repeat_block(g: Graph, roles: Mapping[str, str], rep: Repeat, parts: int) ->
                 if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
                     if value[0] in block:
                         node["inputs"][key] = [here[value[0]], value[1]]
+                    elif (nid, key) in reads:
+                        node["inputs"][key] = [last[reads[nid, key]], value[1]]
                     elif value[0] in feeds:
                         node["inputs"][key] = [last[feeds[value[0]]], value[1]]
             meta = node.setdefault("_meta", {})
@@ -186,15 +279,28 @@ def check_repeat(graph: Graph, roles: Mapping[str, str], rep: Repeat, path: Path
     for outside in rep.feeds:
         if not any(_links_to(graph[nid], roles[outside]) for nid in block):
             raise _fail(path, f"the repeated block never reads {outside!r}, so its copies cannot chain")
+    for (role, key), inside in rep.reads.items():
+        value = graph[roles[role]]["inputs"].get(key) if role in rep.block else None
+        if inside not in rep.block or not (isinstance(value, list) and value[0] not in block):
+            raise _fail(path, f"repeat read {role!r}.{key} must be a link from outside the block, "
+                              f"continued by {inside!r} of the block")
+    for inside, twin in rep.twins.items():
+        if inside not in rep.block or twin in rep.block:
+            raise _fail(path, f"repeat twin {inside!r} -> {twin!r} must pair a block role with one outside it")
+    for role, key in (*((r, "model") for r in rep.lora_into.values()), *rep.last_only):
+        if role not in rep.twins or key not in graph[roles[role]]["inputs"] \
+                or key not in graph[roles[rep.twins[role]]]["inputs"]:
+            raise _fail(path, f"{role!r} and the role it plays in part 1 must both have the input {key!r}")
 
 
-def chain_loras(g: Graph, after: str, loras: Sequence[LoraNode], expert: str) -> None:
+def chain_loras(g: Graph, after: str, loras: Sequence[LoraNode], expert: str,
+                readers: Sequence[tuple[str, str]] | None = None) -> None:
     """Insert one LoraLoaderModelOnly per LoRA after node `after`: whatever read that node's model
-    now reads the last LoRA's."""
-    if not loras:
+    (or only `readers`, (node, input) pairs: one segment's own LoRAs) now reads the last LoRA's."""
+    if not loras and readers is None:
         return
-    consumers = [(nid, key) for nid, node in g.items() for key, value in node["inputs"].items()
-                 if value == [after, 0]]
+    consumers = list(readers) if readers is not None else [
+        (nid, key) for nid, node in g.items() for key, value in node["inputs"].items() if value == [after, 0]]
     next_id = max((int(k) for k in g if k.isdigit()), default=0) + 1
     previous = after
     for n, lora in enumerate(loras, 1):

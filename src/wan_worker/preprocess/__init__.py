@@ -16,8 +16,7 @@ from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
-from ..errors import WorkerError
-from ..request import invalid
+from ..errors import WorkerError, invalid
 from .draw import draw_pose
 from .face import face_frames
 from .geometry import Fit
