@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wan-video",
         usage="wan-video [IMAGE] PROMPT [-o OUT.mp4] (--endpoint ID | --url URL) [options]\n"
+              "       wan-video [IMAGE] --segment PROMPT[:LENGTH] ... [-o OUT.mp4] (--endpoint ID | --url URL) "
+              "[options]\n"
               "       wan-video --jobs FILE.jsonl (--endpoint ID | --url URL) [options]",
         description="Send an image and a prompt to a wan-worker endpoint, follow the job with a "
                     "progress bar, and save the MP4.",
@@ -71,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("image", nargs="?", metavar="IMAGE",
                    help="a local PNG/JPEG/WebP file (sent as base64) or an https:// URL; "
-                        "'-' (or omitted with --prompt) for text-to-video where the worker offers it")
-    p.add_argument("prompt_arg", nargs="?", metavar="PROMPT", help="what should happen in the video")
+                        "'-' (or omitted with --prompt or --segment) for text-to-video where the worker offers it")
+    p.add_argument("prompt_arg", nargs="?", metavar="PROMPT",
+                   help="what should happen in the video (with --segment/--segments: for the segments "
+                        "that give none; may be left out)")
     p.add_argument("--prompt", help="the prompt, as an option (lets IMAGE be left out)")
     p.add_argument("-o", "--output", type=Path, metavar="PATH",
                    help="where to save the MP4 (default: the worker's file name, in this folder)")
@@ -116,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--lora", action="append", default=[], metavar="NAME[:STRENGTH]",
                      help="loras[]: a LoRA file for both experts, or HIGH,LOW[:STRENGTH] for one per "
                           "expert; repeatable (the worker takes up to 4)")
+    job.add_argument("--segment", action="append", default=[], dest="segment_texts", metavar="PROMPT[:LENGTH]",
+                     help="segments[]: one part of a story told prompt by prompt in one video, in order; "
+                          "repeatable; a trailing :LENGTH (frames, 4n+1) is the segment's length")
+    job.add_argument("--segments", type=Path, dest="segments_file", metavar="FILE.json",
+                     help="segments: a JSON file holding the list of segments (or an object with a "
+                          "\"segments\" list), each {prompt, length, negative_prompt, seed, loras}")
     job.add_argument("--seed", type=int)
     job.add_argument("--length", type=int, help="frames, 4n+1 (49, 81, 121 ...)")
     job.add_argument("--fps", type=float)
@@ -198,6 +209,52 @@ def image_value(value: str, base_dir: Path | None = None, *, must_exist: bool = 
     return base64.b64encode(data).decode("ascii")
 
 
+SEGMENT_LENGTH = re.compile(r"(?P<prompt>.*):\s*(?P<length>[0-9]+)\s*", re.DOTALL)
+
+
+def parse_segment(text: str) -> dict[str, Any]:
+    """`PROMPT[:LENGTH]` -> {"prompt", "length"}: a trailing `:N` (an integer) is the length, any
+    other `:` stays in the prompt. No prompt (`":49"`) leaves the segment the job's prompt."""
+    segment: dict[str, Any] = {}
+    match = SEGMENT_LENGTH.fullmatch(text)
+    prompt = text
+    if match:
+        prompt, segment["length"] = match["prompt"].rstrip(), int(match["length"])
+    if prompt.strip():
+        segment = {"prompt": prompt, **segment}
+    return segment
+
+
+def read_segments(path: Path) -> list[Any]:
+    """--segments FILE.json: a list of segments, or an object with a `segments` list. The entries
+    go to the worker as they are: it checks them and names a bad one (`segments[2].length`)."""
+    try:
+        data = json.loads(path.expanduser().read_text())
+    except OSError as exc:
+        raise UsageError(f"--segments {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--segments {path}: not a text file") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--segments {path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if isinstance(data, dict) and "segments" in data:
+        data = data["segments"]
+    if not isinstance(data, list):
+        raise UsageError(f"--segments {path}: give a JSON list of segments "
+                         "([{\"prompt\": \"...\"}, ...]) or an object with a \"segments\" list")
+    return data
+
+
+def segments_field(args: argparse.Namespace) -> list[Any] | None:
+    """`segments` from --segment (repeatable) or --segments FILE.json; None when neither is given."""
+    if args.segment_texts and args.segments_file is not None:
+        raise UsageError("give the segments one way: --segment (repeatable) or --segments FILE.json")
+    if args.segments_file is not None:
+        return read_segments(args.segments_file)
+    if args.segment_texts:
+        return [parse_segment(text) for text in args.segment_texts]
+    return None
+
+
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for item in items:
@@ -223,6 +280,9 @@ def common_fields(args: argparse.Namespace) -> dict[str, Any]:
             fields[name] = image_value(getattr(args, dest), what=name.replace("_", " "))
     if args.lora:
         fields["loras"] = [parse_lora(text) for text in args.lora]
+    segments = segments_field(args)
+    if segments is not None:
+        fields["segments"] = segments
     if args.quality:
         fields["fast"] = False
     if args.dry_run:
@@ -236,17 +296,21 @@ def common_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def single_input(args: argparse.Namespace) -> dict[str, Any]:
-    """IMAGE PROMPT, or --prompt alone (text-to-video); one positional alone is ambiguous."""
+    """IMAGE PROMPT, or --prompt alone (text-to-video); one positional alone is ambiguous. With
+    segments (--segment, --segments, --set segments=...) the prompt may be left out: each segment
+    then brings its own."""
     if args.prompt is not None and args.prompt_arg is not None:
         raise UsageError("give the prompt once: as PROMPT or as --prompt")
     prompt = args.prompt if args.prompt is not None else args.prompt_arg
-    if prompt is None:
+    with_segments = bool(args.segment_texts) or args.segments_file is not None or "segments" in parse_set(args.set)
+    if prompt is None and not with_segments:
         raise UsageError("missing PROMPT: wan-video IMAGE \"PROMPT\", or wan-video --prompt \"PROMPT\" "
-                         "for text-to-video")
+                         "for text-to-video (or --segment \"PROMPT\" ... for a story)")
     fields: dict[str, Any] = {}
     if args.image not in (None, "-"):
         fields["image"] = image_value(args.image)
-    fields["prompt"] = prompt
+    if prompt is not None:
+        fields["prompt"] = prompt
     return {**fields, **common_fields(args)}
 
 

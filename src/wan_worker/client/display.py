@@ -24,6 +24,8 @@ PHASE_NAMES = {
     "running": "running",
 }
 BAR_TEXT_WIDTH = 26  # the longest state text, "sampling (high noise) 2/4", so the bar stays put
+# what graphs made of parts call a part, outermost first: a story's segments, S2V's chunks, Animate's windows
+PART_UNITS = ("segment", "chunk", "window")
 STATUS_NAMES = {
     "SUBMITTING": "sending",
     "IN_QUEUE": "queued",
@@ -47,7 +49,7 @@ class State:
     step: int | None = None
     steps: int | None = None
     percent: float | None = None
-    part: str | None = None  # "chunk 2/3", "window 1/4": graphs made of parts (S2V, Animate)
+    part: str | None = None  # "segment 2/4", "chunk 2/3", "window 1/4": graphs made of parts
 
     @classmethod
     def from_status(cls, body: dict[str, Any]) -> "State":
@@ -59,7 +61,8 @@ class State:
                    _num(out.get("percent")), _part(out))
 
     def text(self) -> str:
-        """`queued`, `sampling (high noise) 2/4`, `sampling chunk 2/3 1/4`, `completed`."""
+        """`queued`, `sampling (high noise) 2/4`, `sampling chunk 2/3 1/4`,
+        `sampling (low noise) segment 2/4 3/4`, `completed`."""
         if self.phase is None:
             return STATUS_NAMES.get(self.status, self.status.lower())
         name = PHASE_NAMES.get(self.phase, self.phase.replace("_", " "))
@@ -73,12 +76,14 @@ class State:
 
 
 def _part(out: dict[str, Any]) -> str | None:
-    """`chunk 2/3` from `{"chunk": 2, "chunks": 3}` (or window/windows)."""
-    for unit in ("chunk", "window"):
+    """`chunk 2/3` from `{"chunk": 2, "chunks": 3}` (or segment/segments, window/windows; each
+    unit an update names, outermost first)."""
+    found = []
+    for unit in PART_UNITS:
         part, parts = _int(out.get(unit)), _int(out.get(f"{unit}s"))
         if part is not None and parts:
-            return f"{unit} {part}/{parts}"
-    return None
+            found.append(f"{unit} {part}/{parts}")
+    return " ".join(found) or None
 
 
 def human_size(n: int) -> str:
@@ -129,6 +134,7 @@ class JobDisplay:
         self.start = clock()
         self.last_key: tuple[Any, ...] | None = None
         self.percent = 0.0
+        self.text_width = BAR_TEXT_WIDTH  # grows to the longest text shown, so the bar never moves back
         self._bar: Any = None
         self._ticker: threading.Event | None = None
 
@@ -171,7 +177,8 @@ class JobDisplay:
         if self._bar is not None:
             self._bar.n = self.percent
             prefix = f"{self.label}: " if self.label else ""
-            self._bar.set_description_str(f"{prefix}{text:<{BAR_TEXT_WIDTH}}", refresh=False)
+            self.text_width = max(self.text_width, len(text))
+            self._bar.set_description_str(f"{prefix}{text:<{self.text_width}}", refresh=False)
             self._bar.refresh()
             return
         if state.line_key() != self.last_key:

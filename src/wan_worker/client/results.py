@@ -250,9 +250,11 @@ def _shape(out: dict[str, Any]) -> str:
         text += f", {out['length']} frames at {out['fps']:g} fps"
     if "duration_s" in out:
         text += f" = {out['duration_s']:g} s"
-    for unit in ("chunk", "window"):  # graphs made of parts (sound-to-video's chunks)
+    for unit in ("segment", "chunk", "window"):  # graphs made of parts (a story's segments, S2V's chunks)
         count = out.get(f"{unit}s")
-        if isinstance(count, int):
+        if isinstance(count, list):  # `segments`: one entry per segment
+            count = len(count)
+        if isinstance(count, int) and not isinstance(count, bool):
             text += f" in {count} {unit}{'s' if count != 1 else ''}"
     if out.get("audio") is True:
         text += ", with sound"
