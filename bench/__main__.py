@@ -9,6 +9,8 @@ Markdown table of results, budgets and pass/miss. See docs/performance.md.
 
 `--comfyui`: the worker against the floor on the real ComfyUI with tiny models (bench/real.py).
 `--profile`: cProfile and tracemalloc of handler() per job, in this process (bench/profile.py).
+`--segments [N]`: a story of N segments in one job against N jobs chained by hand, on the real
+ComfyUI with tiny models (bench/segments.py).
 """
 from __future__ import annotations
 
@@ -316,7 +318,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: few jobs, few trials (~1 min)")
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write every result and sample as JSON")
-    parser.add_argument("--jobs", type=int, help="measured jobs per side and configuration (default 20, quick 5)")
+    parser.add_argument("--jobs", type=int, help="measured jobs per side and configuration (default 20, quick 5); "
+                                                 "--segments: rounds (default 3, quick 1)")
     parser.add_argument("--sizes", type=lambda s: tuple(float(x) for x in s.split(",")),
                         help="MP4 sizes in MB, comma-separated (default 1,10,50)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) for inspection")
@@ -335,6 +338,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="N mixed jobs (default 200) through one warm worker on the real ComfyUI, ComfyUI "
                              "killed and restarted half-way: memory, file descriptors, leftovers, overhead at "
                              "start and end (bench/soak.py; ~12 min for 200 on 2 cores)")
+    parser.add_argument("--segments", type=int, nargs="?", const=3, metavar="N",
+                        help="one job with N segments (default 3) against N jobs chained with return_last_frame, "
+                             "alternating, on the real ComfyUI with tiny models: wall time per story and per "
+                             "segment, B/A (bench/segments.py; COMFY_PYTHON, COMFYUI_DIR as for --comfyui; "
+                             "~12-17 min on 2 busy cores, --quick ~8 min)")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile and tracemalloc of handler() per job, in this process, against the "
                              "stand-in ComfyUI: what each part of a job costs in ms and MB (bench/profile.py)")
@@ -368,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_soak(args, bench, tmp)
     if args.profile:
         return main_profile(args, bench, tmp)
+    if args.segments is not None:
+        return main_segments(args, bench, tmp)
     failed = False
     try:
         bench.setup()
@@ -503,6 +513,32 @@ def main_soak(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     print(soak.table(results))
     print_checks(args, results, soak.verdicts(results), "budgets")
     return 1 if failed or not all(ok for _, ok in soak.verdicts(results)) else 0
+
+
+def main_segments(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
+    """`--segments [N]`: one job with N segments against N chained jobs (bench/segments.py)."""
+    from . import real, segments
+
+    failed = run_guarded(args, bench, tmp, lambda: segments.run(bench, args.segments, args.quick, args.jobs, log))
+    results = bench.results
+    m = results["machine"]
+    seg = results.get("segments", {})
+    print()
+    print(f"wan-worker segments bench on the real ComfyUI ({'quick' if args.quick else 'full'}"
+          f"{', INCOMPLETE: it failed' if failed else ''}): {seg.get('n', args.segments)} segments of "
+          f"{segments.LENGTH} frames at {segments.SIDE}x{segments.SIDE}, {segments.STEPS} steps, "
+          f"{len(seg.get('A', []))} rounds (orders {', '.join(seg.get('order', []))}) after one warm-up of each side; "
+          f"{m['nproc']} CPUs ({m['cpu']}), {m['ram_gb']} GB RAM, Python {m['python']}; {results['seconds']:.0f} s "
+          f"(ComfyUI up in {results.get('comfyui_start_s', 0):.0f} s)")
+    print(f"worker under test: {m['worker_package']}; {real.environment_note()}; load average "
+          f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end")
+    print()
+    print(segments.table(results))
+    print()
+    print("Median ms per handler phase, summed over a side's jobs (timings_ms; model_load is within execute):")
+    print(segments.breakdown(results))
+    print_checks(args, results, segments.verdicts(results), "checks")
+    return 1 if failed or not all(ok for _, ok in segments.verdicts(results)) else 0
 
 
 def main_profile(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
