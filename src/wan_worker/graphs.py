@@ -379,10 +379,13 @@ SEGMENT_ROLES = {"Segment Previous Frames": "VAEDecode", "Segment Start Frame": 
                  "Segment Prompt": "CLIPTextEncode", "Segment Negative": "CLIPTextEncode",
                  "Segment New Latent": "LatentCut", "Segment Join": "LatentConcat"}
 SEGMENT_TWINS = {"Segment Prompt": "Positive Prompt", "Segment Negative": "Negative Prompt"}
-WAN22_SEGMENT_ROLES = {**SEGMENT_ROLES, "Segment High Shift": "ModelSamplingSD3", "Segment Low Shift": "ModelSamplingSD3",
-                       "Segment High Sampler": "KSamplerAdvanced", "Segment Low Sampler": "KSamplerAdvanced"}
-WAN22_SEGMENT_TWINS = {**SEGMENT_TWINS, "Segment High Shift": "High Noise Shift", "Segment Low Shift": "Low Noise Shift",
-                       "Segment High Sampler": "High Noise Sampler", "Segment Low Sampler": "Low Noise Sampler"}
+WAN22_SEGMENT_ROLES = {**SEGMENT_ROLES, "Segment High Shift": "ModelSamplingSD3",
+                       "Segment Low Shift": "ModelSamplingSD3", "Segment High Sampler": "KSamplerAdvanced",
+                       "Segment Low Sampler": "KSamplerAdvanced"}
+WAN22_SEGMENT_TWINS = {**SEGMENT_TWINS, "Segment High Shift": "High Noise Shift",
+                       "Segment Low Shift": "Low Noise Shift",
+                       "Segment High Sampler": "High Noise Sampler",
+                       "Segment Low Sampler": "Low Noise Sampler"}
 WAN22_SEGMENT_PHASES = {**WAN22_PHASES, "Segment High Sampler": "sampling_high", "Segment Low Sampler": "sampling_low"}
 # T2V's start frame: the T2V model has no image input, so a segment's first latent frame is held at
 # the start frame's latent while the rest is sampled (a noise mask, as the 5B graph's image latent has)

@@ -45,7 +45,8 @@ class Repeat:
     # latent, its join reads the video so far: both are the first sampler's latent in part 1)
     reads: Mapping[tuple[str, str], str] = field(default_factory=dict)
     twins: Mapping[str, str] = field(default_factory=dict)  # block role -> the role that plays it in part 1
-    lora_into: Mapping[str, str] = field(default_factory=dict)  # expert -> block role whose `model` a part's own LoRAs feed
+    # expert -> the block role whose `model` input a part's own LoRAs feed (a segment's `loras`)
+    lora_into: Mapping[str, str] = field(default_factory=dict)
     last_only: tuple[tuple[str, str], ...] = ()  # (block role, input): a link only the last part keeps
     optional: bool = False  # one part is the plain graph, and its progress names no part (segments)
 
