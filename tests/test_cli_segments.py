@@ -13,37 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import png_b64
-from tests.fakerunpod import API_KEY, ENDPOINT_ID, FakeRunPod, success_output
+from tests.fakerunpod import ENDPOINT_ID, FakeRunPod, success_output
+from tests.test_client import FAST, image, rp, wan  # noqa: F401 - the client tests' fixtures and runner
 from wan_worker.client.cli import EXIT_USAGE, main, parse_segment
 from wan_worker.client.display import State
 from wan_worker.client.results import _shape
-
-FAST = ["--poll", "0", "--retry-wait", "0.01"]
-
-
-@pytest.fixture
-def rp(monkeypatch: pytest.MonkeyPatch):
-    import runpod
-
-    with FakeRunPod() as fake:
-        monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
-        monkeypatch.setattr(runpod, "endpoint_url_base", fake.base_url)
-        yield fake
-
-
-@pytest.fixture
-def image(tmp_path: Path) -> Path:
-    path = tmp_path / "cat.png"
-    path.write_bytes(base64.b64decode(png_b64()))
-    return path
-
-
-def wan(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    code = main([*args, "--endpoint", ENDPOINT_ID, *FAST])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 def sent_inputs(fake: FakeRunPod) -> list[dict]:
     return [r.json["input"] for r in fake.requests if r.path.endswith("/run")]

@@ -56,13 +56,9 @@ def object_info():
 
 
 @pytest.fixture
-def fake(tmp_path, volume):
+def fake(scanning_fake):
     """The stand-in listing the model files really on the test volume (a segment's own LoRA too)."""
-    from tests.fakecomfy import FakeComfy
-
-    with FakeComfy(root_dir=tmp_path / "comfyui", extra_model_paths_config=tmp_path / "extra_model_paths.yaml",
-                   scan_models=True) as server:
-        yield server
+    return scanning_fake
 
 
 def workflow(spec):
