@@ -169,6 +169,14 @@ def test_without_segments_the_graph_is_the_one_of_before(spec, key, over, with_l
     assert workflow(spec).build(VideoParams(**{**BASE, **over}), loras) == PLAIN[key]
 
 
+def test_one_part_is_the_graph_without_its_segment_block():
+    wf = workflow(I2V)
+    plain = wf.one_part()
+    assert not any(n["_meta"]["title"].startswith("Segment") for n in plain.values())
+    assert wf.inputs(plain, "Decode")["samples"] == [wf.roles["Low Noise Sampler"], 0]
+    assert wf.roles["Segment Join"] in wf.graph  # the loaded graph is untouched
+
+
 def part(wf, role: str, n: int) -> str:
     return wf.part_id(role, n)
 

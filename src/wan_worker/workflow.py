@@ -169,6 +169,14 @@ class Workflow:
         twins = [b for b, t in (rep.twins.items() if rep else ()) if t == role and self.roles[b] in graph]
         return [self.inputs(graph, r) for r in (role, *twins)]
 
+    def one_part(self) -> Graph:
+        """A copy of the graph as one part (its repeated block removed): the graph a job without
+        segments, or with one chunk or window, builds on. The file itself opens in ComfyUI as two."""
+        g = copy.deepcopy(self.graph)
+        if self.spec.repeat is not None:
+            repeat_block(g, self.roles, self.spec.repeat, 1)
+        return g
+
     def model_names(self) -> set[str]:
         """The model file names the loader nodes ask for (checked against the manifest)."""
         return {str(self.default(role, key)) for role, key in self.spec.model_inputs}

@@ -79,7 +79,7 @@ def test_a_node_failing_while_executing_is_named(real_env):
 def long_i2v_graph(steps: int) -> dict[str, Any]:
     """The bundled graph with a high-noise sampler that runs `steps` steps: long enough to time out."""
     wf = load_workflow(I2V, load_settings().workflows_path)
-    graph = {k: dict(v, inputs=dict(v["inputs"])) for k, v in wf.graph.items()}
+    graph = wf.one_part()  # the file holds a second segment too
     wf.inputs(graph, "Start Image")["image"] = "start.png"
     wf.inputs(graph, "Positive Prompt")["text"] = PROMPT  # the session's cached encodings
     wf.inputs(graph, "Negative Prompt")["text"] = NEGATIVE
