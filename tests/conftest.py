@@ -16,6 +16,7 @@ from PIL import Image
 
 from wan_worker import handler as handler_module
 from wan_worker.models import MANIFEST
+from tests.fakehub import torch_zip_bytes
 
 
 def files_under(*roots: Path | str) -> list[Path]:
@@ -73,6 +74,8 @@ def model_paths_yaml(path: Path, root: Path) -> Path:
         "  audio_encoders: audio_encoders\n"
         "  clip_vision: clip_vision\n"
         "  detection: detection\n"
+        "  frame_interpolation: frame_interpolation\n"
+        "  upscale_models: upscale_models\n"
     )
     return path
 
@@ -107,6 +110,9 @@ def volume(tmp_path: Path) -> Path:
         if m.name.endswith(".onnx"):  # the preprocessing models: the start of an ONNX ModelProto
             (root / m.folder).mkdir(parents=True, exist_ok=True)
             (root / m.folder / m.name).write_bytes(b"\x08\x08" + b"\0" * 64)
+        elif m.name.endswith(".pth"):  # the post-processing weights: a torch.save zip
+            (root / m.folder).mkdir(parents=True, exist_ok=True)
+            (root / m.folder / m.name).write_bytes(torch_zip_bytes(m.name, 16))
         else:
             write_safetensors(root / m.folder / m.name)
     model_paths_yaml(tmp_path / "extra_model_paths.yaml", root)

@@ -18,11 +18,14 @@ every request (method, path, Range header, whether it carried a token).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import socket
 import struct
 import threading
+import zipfile
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -44,8 +47,24 @@ def safetensors_bytes(label: str, n_floats: int) -> bytes:
 
 def manifest_files() -> dict[tuple[str, str], bytes]:
     """(repo, path) -> bytes for every manifest file, each a different small size."""
-    return {(m.repo, m.repo_path): (onnx_bytes if m.name.endswith(".onnx") else safetensors_bytes)(m.name, 700 + 131 * i)
-            for i, m in enumerate(MANIFEST)}
+    return {(m.repo, m.repo_path): _maker(m.name)(m.name, 700 + 131 * i) for i, m in enumerate(MANIFEST)}
+
+
+def _maker(name: str) -> Callable[[str, int], bytes]:
+    if name.endswith(".onnx"):
+        return onnx_bytes
+    return torch_zip_bytes if name.endswith(".pth") else safetensors_bytes
+
+
+def torch_zip_bytes(label: str, n_floats: int) -> bytes:
+    """A zip laid out as torch.save writes one (<name>/data.pkl, <name>/data/0), as the torch file
+    check reads it: the zip directory at the end, a data.pkl inside."""
+    seed = hashlib.sha256(label.encode()).digest()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("archive/data/0", (seed * (4 * n_floats // len(seed) + 1))[: 4 * n_floats])
+    return buffer.getvalue()
 
 
 def onnx_bytes(label: str, n_floats: int) -> bytes:

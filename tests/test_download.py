@@ -116,16 +116,16 @@ def test_fresh_download_lands_the_six_files_of_the_default_set(hub: FakeHub, des
 
 
 def test_sets_share_files_and_fetch_them_once(hub: FakeHub, dest: Path) -> None:
-    proc = run(hub.endpoint, dest, "--set", "i2v-14b,t2v-14b,ti2v-5b,s2v-14b,animate-14b")
+    proc = run(hub.endpoint, dest, "--set", "i2v-14b,t2v-14b,ti2v-5b,s2v-14b,animate-14b,postprocess")
     assert proc.returncode == 0, proc.stderr
     for m in MANIFEST:
         assert final(dest, m).read_bytes() == hub.files[(m.repo, m.repo_path)]
-    assert proc.stdout.count("fetched ") == len(MANIFEST) == 20  # text encoder, 2.1 VAE and the T2V LoRA once
+    assert proc.stdout.count("fetched ") == len(MANIFEST) == 22  # text encoder, 2.1 VAE and the T2V LoRA once
     gets = [g.path for g in hub.body_gets()]
-    assert len(gets) == len(set(gets)) == 20
+    assert len(gets) == len(set(gets)) == 22
     again = run(hub.endpoint, dest, "--set", "all")
     assert again.returncode == 0
-    assert sum(ln.startswith("present ") for ln in again.stdout.splitlines()) == 20
+    assert sum(ln.startswith("present ") for ln in again.stdout.splitlines()) == 22
 
 
 def test_a_second_set_fetches_only_what_the_first_lacks(hub: FakeHub, dest: Path) -> None:

@@ -17,6 +17,7 @@ from wan_worker import models
 from wan_worker.errors import MODEL_DAMAGED, MODELS_MISSING, STARTUP_FAILED, WorkerError
 from wan_worker.models import MANIFEST, MODEL_SETS, check_volume, model_dirs
 from wan_worker.settings import Settings
+from tests.fakehub import torch_zip_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 VAE = next(m for m in MANIFEST if m.folder == "vae")
@@ -38,7 +39,7 @@ def onnx_bytes() -> bytes:
 
 def write(path: Path, data: bytes | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    default = onnx_bytes() if path.suffix == ".onnx" else safetensors()
+    default = {".onnx": onnx_bytes, ".pth": lambda: torch_zip_bytes(path.name, 16)}.get(path.suffix, safetensors)()
     path.write_bytes(default if data is None else data)
     return path
 
@@ -85,11 +86,10 @@ def test_all_ok(layout) -> None:
     report = check_volume(s)
     assert report.ok and not report.missing and not report.damaged
     assert [f.path for f in report.files] == [str(volume / m.folder / m.name) for m in MANIFEST]
-    assert all(f.state == "ok" and f.size == len(onnx_bytes() if f.model.name.endswith(".onnx") else safetensors())
-               for f in report.files)
+    assert all(f.state == "ok" and f.size == os.path.getsize(str(f.path)) for f in report.files)
     report.raise_for_problems()
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 20 and data["missing"] == []
+    assert data["ok"] is True and len(data["files"]) == len(MANIFEST) == 22 and data["missing"] == []
     assert all(s["complete"] for s in data["sets"].values()) and set(data["sets"]) == set(MODEL_SETS)
     assert data["searched"]["vae"] == [str(comfy / "models" / "vae"), str(volume / "vae")]
 
@@ -119,7 +119,7 @@ def test_all_missing_lists_every_file(layout) -> None:
     with pytest.raises(WorkerError) as info:
         check_volume(s).raise_for_problems()
     assert all(m.rel_path in info.value.message for m in MANIFEST)
-    assert info.value.message.startswith("20 model files are missing")
+    assert info.value.message.startswith("22 model files are missing")
 
 
 def truncated() -> bytes:
@@ -343,6 +343,16 @@ def test_yaml_change_is_picked_up(layout, tmp_path: Path) -> None:
     assert dirs_of(s, "vae")[-1] == str(other / "vae")
 
 
+def test_the_worker_nodes_own_folder_comes_after_the_yaml_paths(tmp_path: Path) -> None:
+    """frame_interpolation is registered by the worker's ComfyUI node after ComfyUI read the YAML, so
+    its models/<folder> is searched last there, even after a non-default section."""
+    s = settings_for(tmp_path, section("vol", "/v1", folders=("frame_interpolation", "upscale_models")))
+    models_dir = tmp_path / "comfy" / "models"
+    dirs = model_dirs(s)
+    assert dirs["frame_interpolation"] == [Path("/v1/frame_interpolation"), models_dir / "frame_interpolation"]
+    assert dirs["upscale_models"] == [models_dir / "upscale_models", Path("/v1/upscale_models")]  # ComfyUI's own
+
+
 # ---------------------------------------------------------------- YAML rules
 
 
@@ -364,6 +374,8 @@ def test_comfyui_default_folders_and_their_order(tmp_path: Path) -> None:
         "audio_encoders": [models_dir / "audio_encoders"],
         "clip_vision": [models_dir / "clip_vision"],
         "detection": [models_dir / "detection"],
+        "frame_interpolation": [models_dir / "frame_interpolation"],
+        "upscale_models": [models_dir / "upscale_models"],
     }
 
 
@@ -400,7 +412,8 @@ def test_unet_alias_finds_the_file(tmp_path: Path) -> None:
     (vol / "text_encoders").rename(vol / "clip")
     s = settings_for(tmp_path, f"vol:\n  base_path: {vol}\n  unet: unet\n  clip: clip\n"
                                "  loras: loras\n  vae: vae\n  audio_encoders: audio_encoders\n"
-                               "  clip_vision: clip_vision\n  detection: detection\n")
+                               "  clip_vision: clip_vision\n  detection: detection\n"
+                               "  frame_interpolation: frame_interpolation\n  upscale_models: upscale_models\n")
     report = check_volume(s)
     assert report.ok and report.files[0].path == str(vol / "unet" / HIGH.name)
 
@@ -517,7 +530,7 @@ def test_cli_all_ok(layout, monkeypatch, capsys) -> None:
     assert models.main([]) == 0
     out = capsys.readouterr().out
     assert out.count("OK ") == len(MANIFEST) and str(volume / "vae" / VAE.name) in out
-    assert out.count("COMPLETE ") == len(MODEL_SETS) == 5 and "This volume can serve: image-to-video" in out
+    assert out.count("COMPLETE ") == len(MODEL_SETS) == 6 and "This volume can serve: image-to-video" in out
     assert "GB" in out and str(volume / "vae") in out and "present and complete" in out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wan_worker.errors import STARTUP_FAILED, WorkerError
-from wan_worker.models import MANIFEST, MODEL_SETS, PREPROCESS_FILES
+from wan_worker.models import MANIFEST, MODEL_SETS, PREPROCESS_FILES, POSTPROCESS_FILES
 from wan_worker.settings import load_settings
 from wan_worker.graphs import FLF2V, GRAPHS, I2V, VideoParams
 from wan_worker.workflow import LoraNode, Workflow, load_workflow
@@ -154,8 +154,8 @@ def test_every_bundled_graph_loads_with_its_roles_and_the_files_of_its_set():
         outside = {m.name for m in PREPROCESS_FILES}  # in a set, but loaded by the worker, not the graph
         assert loaded.model_names() == MODEL_SETS[spec.model_set].names - outside, spec.name
     # every manifest file is loaded by some bundled graph, except the preprocessing models the worker
-    # loads itself (wan_worker.preprocess)
-    graph_files = {m.name for m in MANIFEST} - {m.name for m in PREPROCESS_FILES}
+    # loads itself (wan_worker.preprocess) and the post-processing block's, which any graph gains
+    graph_files = {m.name for m in MANIFEST} - {m.name for m in (*PREPROCESS_FILES, *POSTPROCESS_FILES)}
     assert set().union(*(MODEL_SETS[s.model_set].names - {m.name for m in PREPROCESS_FILES}
                          for s in GRAPHS)) == graph_files
 

@@ -551,7 +551,78 @@ def write_file(models_dir: Path, folder: str, name: str, seed: int) -> Path:
         return write_vae(path, own_seed)
     if folder == "detection":
         return write_onnx_placeholder(path)
+    if folder == "frame_interpolation":
+        return write_rife(path, own_seed)
+    if folder == "upscale_models":
+        return write_esrgan(path, own_seed)
     raise ValueError(f"no tiny stand-in for {folder}/{name}")
+
+
+# RIFE 4.9 (rife49.pth as ComfyUI users have it): block widths and ResConv counts shrunk, the
+# names and the layout as in the real file (4 blocks, the 4.7+ `encode` head, 6-channel lastconv)
+RIFE_WIDTHS, RIFE_RESCONVS, RIFE_FEATURES = (16, 12, 8, 8), 2, 4
+
+
+def rife_state_dict(seed: int, lastconv_gain: float = 0.01) -> dict[str, torch.Tensor]:
+    """A tiny IFNet. Its last convolutions are scaled down (`lastconv_gain`), so the flow it finds is
+    small and its blend mask near 0.5: an in-between frame lies close to the average of its two."""
+    gen = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    def conv(name: str, out_c: int, in_c: int, k: int = 3, gain: float = 1.0, transposed: bool = False) -> None:
+        shape = (in_c, out_c, k, k) if transposed else (out_c, in_c, k, k)
+        sd[f"{name}.weight"] = torch.randn(shape, generator=gen) * gain / math.sqrt(in_c * k * k)
+        sd[f"{name}.bias"] = torch.zeros(out_c)
+
+    conv("encode.0", 16, 3)
+    conv("encode.1", RIFE_FEATURES, 16, k=4, transposed=True)
+    for n, width in enumerate(RIFE_WIDTHS):
+        cin = 7 + 2 * RIFE_FEATURES if n == 0 else 12 + 2 * RIFE_FEATURES
+        conv(f"block{n}.conv0.0.0", width // 2, cin)
+        conv(f"block{n}.conv0.1.0", width, width // 2)
+        for r in range(RIFE_RESCONVS):
+            conv(f"block{n}.convblock.{r}.conv", width, width)
+            sd[f"block{n}.convblock.{r}.beta"] = torch.ones(1, width, 1, 1)
+        conv(f"block{n}.lastconv.0", 24, width, k=4, gain=lastconv_gain, transposed=True)
+    return sd
+
+
+def write_rife(path: Path, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(rife_state_dict(seed), path)
+    return path
+
+
+# Real-ESRGAN x2plus (RRDBNet, new-style keys, 2x by a pixel unshuffle before 4x of upsampling):
+# one RRDB block and 8 features instead of 23 and 64; spandrel fixes the growth channels at 32.
+ESRGAN_FEATURES, ESRGAN_GROWTH = 8, 32
+
+
+def esrgan_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    def conv(name: str, out_c: int, in_c: int) -> None:
+        sd[f"{name}.weight"] = torch.randn((out_c, in_c, 3, 3), generator=gen) / math.sqrt(in_c * 9)
+        sd[f"{name}.bias"] = torch.zeros(out_c)
+
+    nf, gc = ESRGAN_FEATURES, ESRGAN_GROWTH
+    conv("conv_first", nf, 3 * 4)
+    for r in (1, 2, 3):
+        for k in range(1, 5):
+            conv(f"body.0.rdb{r}.conv{k}", gc, nf + (k - 1) * gc)
+        conv(f"body.0.rdb{r}.conv5", nf, nf + 4 * gc)
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
+        conv(name, nf, nf)
+    conv("conv_last", 3, nf)
+    return sd
+
+
+def write_esrgan(path: Path, seed: int) -> Path:
+    """As Real-ESRGAN saves its weights: the state dict under `params_ema`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_ema": esrgan_state_dict(seed)}, path)
+    return path
 
 
 def write_onnx_placeholder(path: Path) -> Path:

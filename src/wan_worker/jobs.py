@@ -20,6 +20,7 @@ from .graphs import VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
 from .models import check_volume, sets_report
+from .postprocess import PHASES as POST_PHASES, Post, find_upscaler, plan_post
 from .progress import Progress, Timed
 from .request import Request, VideoRequest, WorkflowRequest, resolve_size
 from .settings import Settings
@@ -103,6 +104,12 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     own = {part: resolve_loras(entries, req, settings, progress, timings, one_model)
            for part, entries in driven.part_loras.items()}
     params = video_params(job_id, req, start, end, size, seed, driven)
+    post = plan_post(req, params.width, params.height, params.length, params.fps, settings)
+    post_volume = check_volume(settings, post.model_names(), model_set="postprocess") if post else None
+    if post is not None and not req.dry_run:
+        post_volume.raise_for_problems()  # type: ignore[union-attr]
+        if post.own_upscaler():
+            find_upscaler(settings, post.own_upscaler() or "")
     log.info("%s (model %s) %dx%d, %d frames at %g fps in %d part(s), %d steps, seed %d, %d LoRA(s), prompt %r "
              "(%d chars)", spec.name, req.model, params.width, params.height, params.length, params.fps,
              params.parts, params.steps, params.seed, len(loras), params.prompt[:40], len(params.prompt))
@@ -116,9 +123,12 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     part_nodes = {part: [lo.node() for lo in found] for part, found in own.items()}
 
     def build(names: list[str]) -> Graph:
-        return wf.build(_with_names(params, names), nodes, part_nodes)
+        g = wf.build(_with_names(params, names), nodes, part_nodes)
+        if post is not None:
+            post.insert(g, wf.roles["Create Video"])
+        return g
 
-    fields = video_fields(params, spec.name, req.model)
+    fields = video_fields(params, spec.name, req.model, post)
     if spec.repeat is not None and not spec.repeat.optional:
         fields[f"{spec.repeat.unit}s"] = params.parts
     fields.update(driven.fields)
@@ -126,9 +136,12 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         fields["loras"] = [lo.to_dict() for lo in loras]
     checks = {**video_checks(start, end, params, volume.to_dict(), [*loras, *(lo for f in own.values() for lo in f)]),
               **driven.checks}
+    if post_volume is not None:
+        checks["postprocess_models"] = post_volume.to_dict()
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
-    return Plan(kind="video", uploads=uploads, build=build, phases=wf.phases(params.parts),
+    phases = {**wf.phases(params.parts), **(POST_PHASES if post else {})}
+    return Plan(kind="video", uploads=uploads, build=build, phases=phases,
                 default_phase="loading_models", checks=checks, fields=fields, last_frame=req.return_last_frame,
                 beside=dict(driven.beside))
 
@@ -179,9 +192,12 @@ def _with_names(p: VideoParams, names: list[str]) -> VideoParams:
     return replace(p, **stored, video_names=dict(zip(p.video_names, rest)) if p.video_names else {})
 
 
-def video_fields(p: VideoParams, graph: str, model: str) -> dict[str, Any]:
-    return {"model": model, "graph": graph, "seed": p.seed, "width": p.width, "height": p.height,
-            "length": p.length, "fps": p.fps, "duration_s": round(p.length / p.fps, 3)}
+def video_fields(p: VideoParams, graph: str, model: str, post: Post | None = None) -> dict[str, Any]:
+    """The MP4's size, frames and fps (after post-processing, which adds what was rendered)."""
+    (width, height), length, fps = (post.width_height, post.frames, post.fps) if post else ((p.width, p.height),
+                                                                                             p.length, p.fps)
+    return {"model": model, "graph": graph, "seed": p.seed, "width": width, "height": height,
+            "length": length, "fps": fps, "duration_s": round(length / fps, 3), **(post.fields() if post else {})}
 
 
 def video_checks(start: PreparedImage | None, end: PreparedImage | None, p: VideoParams,

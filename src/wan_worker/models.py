@@ -32,6 +32,8 @@ WAN21_REPO = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
 KIJAI_FP8_REPO = "Kijai/WanVideo_comfy_fp8_scaled"  # the Animate model, as the official template loads it
 KIJAI_REPO = "Kijai/WanVideo_comfy"  # the Animate template's two LoRAs
 DWPOSE_REPO = "yzd-v/DWPose"  # Apache-2.0; the files ComfyUI's Animate template runs (DWPreprocessor)
+RIFE_REPO = "Isi99999/Frame_Interpolation_Models"  # RIFE 4.9 (Practical-RIFE, MIT), as ComfyUI users name it
+ESRGAN_REPO = "2kpr/Real-ESRGAN"  # Real-ESRGAN's released weights (BSD-3-Clause), unchanged
 
 GB = 1000**3
 
@@ -105,10 +107,18 @@ POSE_ESTIMATOR = ModelFile("dw-ll_ucoco_384.onnx", "detection", DWPOSE_REPO, "dw
                            int(0.134 * GB), "DWPose whole-body keypoints, 133 points (Animate preprocessing)")
 PREPROCESS_FILES = (PERSON_DETECTOR, POSE_ESTIMATOR)
 
+# Post-processing (wan_worker.postprocess), in the job's own graph: RIFE runs in the worker's
+# ComfyUI node (comfyui_nodes/), the upscaler in ComfyUI's core UpscaleModelLoader (spandrel).
+RIFE49 = ModelFile("rife49.pth", "frame_interpolation", RIFE_REPO, "rife49.pth", int(0.0213 * GB),
+                   "RIFE 4.9 frame interpolation (`num_interpolated_frames`)")
+ESRGAN_X2 = ModelFile("RealESRGAN_x2plus.pth", "upscale_models", ESRGAN_REPO, "RealESRGAN_x2plus.pth",
+                      int(0.0671 * GB), "Real-ESRGAN x2plus upscaler, the default `upscaler`")
+POSTPROCESS_FILES = (RIFE49, ESRGAN_X2)
+
 MANIFEST: tuple[ModelFile, ...] = (HIGH_I2V, LOW_I2V, LORA_HIGH_I2V, LORA_LOW_I2V, TEXT_ENCODER, VAE21,
                                    HIGH_T2V, LOW_T2V, LORA_HIGH_T2V, LORA_LOW_T2V, TI2V_5B, VAE22,
                                    S2V_14B, WAV2VEC2, ANIMATE_14B, LORA_I2V_DISTILL, LORA_RELIGHT, CLIP_VISION_H,
-                                   *PREPROCESS_FILES)
+                                   *PREPROCESS_FILES, *POSTPROCESS_FILES)
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,8 @@ MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (
     ModelSet("animate-14b", "Animate, model 14b (`video` + `image`)",
              (ANIMATE_14B, LORA_I2V_DISTILL, LORA_RELIGHT, CLIP_VISION_H, TEXT_ENCODER, VAE21,
               *PREPROCESS_FILES)),
+    ModelSet("postprocess", "frame interpolation and upscaling, any family (`num_interpolated_frames`, `upscaler`)",
+             POSTPROCESS_FILES),
 )}
 DEFAULT_SET = "i2v-14b"
 
@@ -166,6 +178,9 @@ LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}  # ComfyU
 # ComfyUI's own folders under <comfy_dir>/models, in folder_paths.py's order; other folders: <name>
 COMFY_FOLDERS = {"diffusion_models": ("unet", "diffusion_models"),
                  "text_encoders": ("text_encoders", "clip")}
+# Folders the worker's ComfyUI node registers (comfyui_nodes/wan_worker_nodes) after ComfyUI read the
+# YAML: its own models/<folder> comes after the YAML's paths there.
+NODE_FOLDERS = ("frame_interpolation",)
 MAX_HEADER_BYTES = 100 * 1000 * 1000  # real headers are well under 1 MB; more means not safetensors
 FIX_MISSING = ("run scripts/download_models.sh --set {sets} to fill the volume "
                "(or set AUTO_DOWNLOAD_MODELS={sets})")
@@ -197,12 +212,15 @@ def config_files(settings: Settings) -> list[Path]:
 def model_dirs(settings: Settings) -> dict[str, list[Path]]:
     """For each folder of the manifest, the directories ComfyUI searches, first match wins."""
     models_dir = os.path.join(os.path.realpath(settings.comfy_dir), "models")
-    paths = {folder: [os.path.join(models_dir, sub) for sub in COMFY_FOLDERS.get(folder, (folder,))]
+    paths = {folder: [] if folder in NODE_FOLDERS else
+             [os.path.join(models_dir, sub) for sub in COMFY_FOLDERS.get(folder, (folder,))]
              for folder in _manifest_folders()}
     for config_file in config_files(settings):
         for folder, path, is_default in _config_entries(config_file):
             if folder in paths:
                 _add_folder_path(paths[folder], path, is_default)
+    for folder in NODE_FOLDERS:
+        _add_folder_path(paths[folder], os.path.join(models_dir, folder), False)
     return {folder: [Path(p) for p in dirs] for folder, dirs in paths.items()}
 
 
@@ -504,10 +522,42 @@ def _check_found(model: ModelFile, path: str, st: os.stat_result) -> FileStatus:
 
 
 def file_problem(path: str, size: int, name: str | None = None) -> str | None:
-    """Why the model file is not usable, or None: an ONNX file or a safetensors file, by its name
-    (`name`: the model's, when `path` is a temporary download name)."""
-    onnx = (name or path).endswith(".onnx")
-    return onnx_problem(path, size) if onnx else safetensors_problem(path, size)
+    """Why the model file is not usable, or None: an ONNX file, a torch checkpoint or a safetensors
+    file, by its name (`name`: the model's, when `path` is a temporary download name)."""
+    named = name or path
+    if named.endswith(".onnx"):
+        return onnx_problem(path, size)
+    if named.endswith(TORCH_EXTENSIONS):
+        return torch_problem(path, size)
+    return safetensors_problem(path, size)
+
+
+TORCH_EXTENSIONS = (".pth", ".pt", ".pkl", ".ckpt")
+
+
+def torch_problem(path: str, size: int) -> str | None:
+    """Why the file is not a torch checkpoint, or None. torch.save writes a zip archive whose
+    directory sits at its end, so reading that directory proves the file complete; ComfyUI then
+    loads it with weights_only=True (no code runs). The old pre-zip format has no end to check."""
+    import zipfile
+
+    if size < 64:
+        return f"the file is only {size} bytes, too small for a torch checkpoint"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:1] == b"\x80":  # the pre-1.6 pickle format: loadable, nothing more to check
+            return None
+        if head != b"PK\x03\x04":
+            return "it is neither a torch zip checkpoint nor an old-style torch pickle"
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in archive.namelist()):
+                return "it is a zip archive without data.pkl: not a torch checkpoint"
+    except zipfile.BadZipFile:
+        return "its zip directory cannot be read: truncated download, or not a torch checkpoint"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 def onnx_problem(path: str, size: int) -> str | None:

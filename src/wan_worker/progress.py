@@ -31,7 +31,9 @@ BANDS = {
     "sampling_low": (50, 90),
     "sampling": (10, 90),  # a one-model graph (5B)
     "decoding": (90, 95),
-    "encoding": (95, 98),
+    "upscaling": (95, 96),  # post-processing (wan_worker.postprocess), when a job asks for it
+    "interpolating": (96, 97),
+    "encoding": (97, 98),
     "uploading": (98, 100),
 }
 INTERVAL_S = 1.0

@@ -40,6 +40,8 @@ LORA_STRENGTH_LIMIT = 4.0
 LORA_EXTENSIONS = (".safetensors", ".sft")
 MIN_SIDE, MAX_SIDE = 128, 1920
 MAX_PROMPT_CHARS = 5000
+MAX_INTERPOLATED = 4  # frames made between each pair: factor 2-5 (the node's MAX_FACTOR)
+UPSCALER_EXTENSIONS = (".pth", ".pt", ".safetensors")
 SEED_LIMIT = 2**64
 
 Output = Literal["auto", "base64", "s3"]
@@ -190,9 +192,29 @@ class VideoRequest(_Common):
     loras: list[LoraEntry] = Field(default_factory=list, max_length=MAX_LORAS)
     return_last_frame: bool = False
     segments: list[SegmentEntry] | None = Field(default=None, min_length=1)  # a story, part by part
+    # post-processing in the job's graph (wan_worker.postprocess), named as fal's Wan APIs name them
+    interpolator_model: Literal["rife", "none", "film"] | None = None
+    num_interpolated_frames: int | None = Field(default=None, ge=0, le=MAX_INTERPOLATED)
+    adjust_fps_for_interpolation: bool | None = None
+    upscaler: str | None = None  # "default" or a file in the volume's upscale_models folders
+    upscale_factor: float | None = Field(default=None, gt=1, le=4)
 
     _prompt = field_validator("prompt")(_not_blank)
     _length = field_validator("length")(_four_n_plus_one)
+
+    @field_validator("upscaler")
+    @classmethod
+    def _upscaler_ref(cls, v: str | None) -> str | None:
+        if v is None or v == "default":
+            return v
+        parts = v.split("/")
+        if not v.strip() or v.startswith(("/", "~")) or "\\" in v or ".." in parts or "" in parts or ":" in v:
+            raise ValueError("must be \"default\" or a file name relative to the volume's upscale_models "
+                             "folders (subfolders allowed; no '..', no absolute path)")
+        if not v.lower().endswith(UPSCALER_EXTENSIONS):
+            raise ValueError(f"must name a {', '.join(UPSCALER_EXTENSIONS)} file (an ESRGAN-family model "
+                             "ComfyUI loads with spandrel), or be \"default\"")
+        return v
 
     @field_validator("sampler", "scheduler")
     @classmethod
@@ -225,6 +247,14 @@ class VideoRequest(_Common):
     @property
     def video_model(self) -> VideoModel:
         return self.spec.video_model  # type: ignore[no-any-return]
+
+    @property
+    def interpolation_factor(self) -> int:
+        """Frames out per frame in: 1 + the frames RIFE makes between each pair (1 with
+        `interpolator_model` alone: one frame between, as fal's rife)."""
+        if self.interpolator_model == "none" or (self.interpolator_model is None and not self.num_interpolated_frames):
+            return 1
+        return 1 + (1 if self.num_interpolated_frames is None else self.num_interpolated_frames)
 
     @property
     def effective_lora_strength(self) -> float:
@@ -376,6 +406,25 @@ def _check_video(req: VideoRequest) -> None:
                                 f"({value // vm.size_step * vm.size_step} is the nearest below)")
     if vm.has_experts and not 1 <= req.switch_step < req.steps:  # type: ignore[operator]
         raise invalid("switch_step", f"must be between 1 and steps-1 ({req.steps - 1})")  # type: ignore[operator]
+    _check_interpolation(req)
+
+
+def _check_interpolation(req: VideoRequest) -> None:
+    """fal's three fields, with RIFE the one interpolator; an fps the model fixes stays in step."""
+    if req.interpolator_model == "film":
+        raise invalid("interpolator_model", "'film' is not bundled: this worker interpolates with RIFE; send "
+                                            "\"rife\" (or \"none\")")
+    if req.interpolator_model == "none" and req.num_interpolated_frames:
+        raise invalid("num_interpolated_frames", "needs an interpolator, but `interpolator_model` is \"none\": "
+                                                 "send \"rife\", or remove `num_interpolated_frames`")
+    if req.adjust_fps_for_interpolation is not None and req.interpolation_factor == 1:
+        raise invalid("adjust_fps_for_interpolation", "is for interpolation, which this job does not ask for: "
+                                                      "send `num_interpolated_frames` (1-4), or remove it")
+    if req.adjust_fps_for_interpolation is False and "fps" in req.video_model.fixed:
+        raise invalid("adjust_fps_for_interpolation", "must stay true here: this video keeps time with its sound at "
+                                                      f"a fixed {req.video_model.defaults['fps']:g} fps, so the "
+                                                      "interpolated frames must play at the raised fps (played "
+                                                      "slower, they would drift from the sound); remove it")
 
 
 REPLACE_ONLY = ("background_video", "mask_video", "relight")

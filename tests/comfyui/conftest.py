@@ -88,6 +88,12 @@ def copy_comfyui(src: Path, dest: Path) -> Path:
     return dest
 
 
+def install_worker_nodes(comfy_dir: Path) -> Path:
+    """The worker's own ComfyUI nodes (RIFE), where the image puts them: custom_nodes/."""
+    return Path(shutil.copytree(REPO / "comfyui_nodes" / "wan_worker_nodes",
+                                comfy_dir / "custom_nodes" / "wan_worker_nodes"))
+
+
 def volume_yaml(dest: Path, volume: Path, workspace: Path) -> Path:
     """The project's extra_model_paths.yaml, its volume paths moved under a temporary folder."""
     text = (REPO / "extra_model_paths.yaml").read_text()
@@ -206,6 +212,7 @@ def real_comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealComfy]:
                 models / "diffusion_models" / "not_a_diffusion_model.safetensors")
     yaml = volume_yaml(root / "extra_model_paths.yaml", volume, root / "workspace")
     comfy_dir = copy_comfyui(src, root / "comfyui")
+    install_worker_nodes(comfy_dir)
     port = free_port()
     log_path = root / "comfyui.log"
     proc = start_comfyui(python, comfy_dir, port, yaml, log_path)

@@ -112,7 +112,10 @@ MODEL_WIDGETS = {("UNETLoader", "unet_name"): "diffusion_models", ("LoraLoaderMo
                  ("LoraLoader", "lora_name"): "loras", ("CLIPLoader", "clip_name"): "text_encoders",
                  ("VAELoader", "vae_name"): "vae", ("CLIPVisionLoader", "clip_name"): "clip_vision",
                  ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
-                 ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders"}
+                 ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders",
+                 ("UpscaleModelLoader", "model_name"): "upscale_models",
+                 # the worker's own node (comfyui_nodes/wan_worker_nodes) registers this folder
+                 ("WanWorkerLoadRIFE", "model_name"): "frame_interpolation"}
 IMAGE_UPLOAD_WIDGETS = (("LoadImage", "image"), ("LoadImageMask", "image"))
 # Sampler nodes report per-step `progress` messages.
 SAMPLERS = {"KSamplerAdvanced", "KSampler"}
