@@ -95,6 +95,8 @@ COPY --from=build /comfyui /comfyui
 COPY --from=build /wheels /tmp/wheels
 RUN /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
 COPY extra_model_paths.yaml /comfyui/extra_model_paths.yaml
+# the worker's own ComfyUI nodes (RIFE frame interpolation), loaded by ComfyUI at start
+COPY comfyui_nodes/wan_worker_nodes /comfyui/custom_nodes/wan_worker_nodes
 COPY entrypoint.sh /entrypoint.sh
 COPY scripts/download_models.sh /app/scripts/download_models.sh
 COPY test_input.json /app/test_input.json

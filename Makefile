@@ -42,6 +42,7 @@ dry-run: $(STAMP)
 # `make bench BENCH_ARGS=--cold` the first job on a slow FUSE volume (root, /dev/fuse, fuse3; the same).
 # `make bench BENCH_ARGS=--profile` cProfile + tracemalloc of handler() per job against the stand-in.
 # `make bench BENCH_ARGS=--soak` 200 mixed jobs through one worker on the real ComfyUI: growth and leftovers.
+# `make bench BENCH_ARGS=--postprocess` RIFE and Real-ESRGAN per frame at their real sizes (COMFY_PYTHON).
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -11,6 +11,7 @@ Markdown table of results, budgets and pass/miss. See docs/performance.md.
 `--profile`: cProfile and tracemalloc of handler() per job, in this process (bench/profile.py).
 `--segments [N]`: a story of N segments in one job against N jobs chained by hand, on the real
 ComfyUI with tiny models (bench/segments.py).
+`--postprocess`: RIFE and Real-ESRGAN per frame and their FLOPs at their real sizes (bench/postprocess.py).
 """
 from __future__ import annotations
 
@@ -351,6 +352,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="cProfile and tracemalloc of handler() per job, in this process, against the "
                              "stand-in ComfyUI: what each part of a job costs in ms and MB (bench/profile.py)")
+    parser.add_argument("--postprocess", action="store_true",
+                        help="RIFE and Real-ESRGAN per frame on this CPU at their real sizes, and their FLOPs at "
+                             "480p and 720p (bench/postprocess.py; COMFY_PYTHON; --quick: smaller frames)")
     parser.add_argument("--preprocess", action="store_true",
                         help="Animate preprocessing per frame on this CPU with models of the real shapes and "
                              "compute (bench/preprocess.py; --quick: fewer frames)")
@@ -359,6 +363,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.postprocess:
+        from . import postprocess
+
+        return postprocess.main(quick=args.quick, json_path=args.json)
     if args.preprocess:
         from . import preprocess
 

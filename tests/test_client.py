@@ -96,6 +96,7 @@ def test_options_become_job_fields_and_only_given_ones_are_sent(rp, image, tmp_p
                           "--length", "49", "--fps", "24", "--resolution", "720p", "--model", "14b",
                           "--quality", "--width", "640", "--height", "368", "--steps", "8",
                           "--negative-prompt", "blurry", "--output-mode", "base64", "--timeout", "300",
+                          "--interpolate", "3", "--upscaler", "default", "--upscale-factor", "1.5",
                           "--set", "cfg=2.5", "--set", "sampler=euler")
     assert code == 0, stderr
     [sent] = sent_inputs(rp)
@@ -107,6 +108,7 @@ def test_options_become_job_fields_and_only_given_ones_are_sent(rp, image, tmp_p
         "length": 49, "fps": 24.0, "resolution": "720p", "model": "14b", "fast": False,
         "width": 640, "height": 368, "steps": 8, "negative_prompt": "blurry", "output": "base64",
         "timeout_s": 300.0, "cfg": 2.5, "sampler": "euler",
+        "num_interpolated_frames": 3, "upscaler": "default", "upscale_factor": 1.5,
     }
 
 

@@ -141,7 +141,8 @@ def test_a_factor_the_model_does_not_have_is_reached_by_resizing(worker_env, fak
 
 
 def test_interpolation_alone_keeps_the_fps_when_asked(worker_env, fake):
-    result = handler({"id": "slow", "input": {"prompt": PROMPT, "image": IMAGE, "length": 9, "interpolator_model": "rife",
+    result = handler({"id": "slow", "input": {"prompt": PROMPT, "image": IMAGE, "length": 9,
+                                              "interpolator_model": "rife",
                                               "num_interpolated_frames": 3, "adjust_fps_for_interpolation": False}})
     assert "error" not in result, result
     assert block(sent_graph(fake)) == {"chain": [INTERPOLATE], "source": "Decode", "fps": 16.0}
@@ -155,7 +156,8 @@ def test_interpolation_alone_keeps_the_fps_when_asked(worker_env, fake):
 ])
 def test_sizes_past_max_side_are_refused_before_queueing(worker_env, fake, fields, field, words):
     result = handler({"id": "big", "input": {"prompt": PROMPT, "image": IMAGE, **fields}})
-    assert result["error_code"] == INVALID_INPUT and f"`{field}`" in result["error"] and words in result["error"], result
+    assert result["error_code"] == INVALID_INPUT, result
+    assert f"`{field}`" in result["error"] and words in result["error"], result
     assert not [r for r in fake.requests if r.path == "/prompt"]
 
 
@@ -186,7 +188,8 @@ def test_a_delivery_certain_to_fail_is_refused_up_front(worker_env, fake, monkey
                                               "length": 241, "num_interpolated_frames": 4, "upscaler": "default"}})
     assert result["error_code"] == OUTPUT_TOO_LARGE and "1664x960 with 1201 frames" in result["error"], result
     assert "BUCKET_" in result["error"] and not [r for r in fake.requests if r.path == "/prompt"]
-    small = handler({"id": "small", "input": {"prompt": PROMPT, "image": IMAGE, "length": 9, "num_interpolated_frames": 1}})
+    small = handler({"id": "small", "input": {"prompt": PROMPT, "image": IMAGE, "length": 9,
+                                              "num_interpolated_frames": 1}})
     assert "error" not in small, small
 
 

@@ -563,9 +563,11 @@ def write_file(models_dir: Path, folder: str, name: str, seed: int) -> Path:
 RIFE_WIDTHS, RIFE_RESCONVS, RIFE_FEATURES = (16, 12, 8, 8), 2, 4
 
 
-def rife_state_dict(seed: int, lastconv_gain: float = 0.01) -> dict[str, torch.Tensor]:
+def rife_state_dict(seed: int, lastconv_gain: float = 0.01, widths: tuple[int, ...] = RIFE_WIDTHS,
+                    resconvs: int = RIFE_RESCONVS, head: int = 16) -> dict[str, torch.Tensor]:
     """A tiny IFNet. Its last convolutions are scaled down (`lastconv_gain`), so the flow it finds is
-    small and its blend mask near 0.5: an in-between frame lies close to the average of its two."""
+    small and its blend mask near 0.5: an in-between frame lies close to the average of its two.
+    `widths=(192, 128, 96, 64), resconvs=8` is the real rife49.pth's size (bench --postprocess)."""
     gen = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
 
@@ -574,13 +576,13 @@ def rife_state_dict(seed: int, lastconv_gain: float = 0.01) -> dict[str, torch.T
         sd[f"{name}.weight"] = torch.randn(shape, generator=gen) * gain / math.sqrt(in_c * k * k)
         sd[f"{name}.bias"] = torch.zeros(out_c)
 
-    conv("encode.0", 16, 3)
-    conv("encode.1", RIFE_FEATURES, 16, k=4, transposed=True)
-    for n, width in enumerate(RIFE_WIDTHS):
+    conv("encode.0", head, 3)
+    conv("encode.1", RIFE_FEATURES, head, k=4, transposed=True)
+    for n, width in enumerate(widths):
         cin = 7 + 2 * RIFE_FEATURES if n == 0 else 12 + 2 * RIFE_FEATURES
         conv(f"block{n}.conv0.0.0", width // 2, cin)
         conv(f"block{n}.conv0.1.0", width, width // 2)
-        for r in range(RIFE_RESCONVS):
+        for r in range(resconvs):
             conv(f"block{n}.convblock.{r}.conv", width, width)
             sd[f"block{n}.convblock.{r}.beta"] = torch.ones(1, width, 1, 1)
         conv(f"block{n}.lastconv.0", 24, width, k=4, gain=lastconv_gain, transposed=True)
@@ -598,7 +600,8 @@ def write_rife(path: Path, seed: int) -> Path:
 ESRGAN_FEATURES, ESRGAN_GROWTH = 8, 32
 
 
-def esrgan_state_dict(seed: int) -> dict[str, torch.Tensor]:
+def esrgan_state_dict(seed: int, features: int = ESRGAN_FEATURES, blocks: int = 1) -> dict[str, torch.Tensor]:
+    """`features=64, blocks=23` is RealESRGAN_x2plus.pth's size (bench --postprocess)."""
     gen = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
 
@@ -606,12 +609,13 @@ def esrgan_state_dict(seed: int) -> dict[str, torch.Tensor]:
         sd[f"{name}.weight"] = torch.randn((out_c, in_c, 3, 3), generator=gen) / math.sqrt(in_c * 9)
         sd[f"{name}.bias"] = torch.zeros(out_c)
 
-    nf, gc = ESRGAN_FEATURES, ESRGAN_GROWTH
+    nf, gc = features, ESRGAN_GROWTH
     conv("conv_first", nf, 3 * 4)
-    for r in (1, 2, 3):
-        for k in range(1, 5):
-            conv(f"body.0.rdb{r}.conv{k}", gc, nf + (k - 1) * gc)
-        conv(f"body.0.rdb{r}.conv5", nf, nf + 4 * gc)
+    for b in range(blocks):
+        for r in (1, 2, 3):
+            for k in range(1, 5):
+                conv(f"body.{b}.rdb{r}.conv{k}", gc, nf + (k - 1) * gc)
+            conv(f"body.{b}.rdb{r}.conv5", nf, nf + 4 * gc)
     for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
         conv(name, nf, nf)
     conv("conv_last", 3, nf)

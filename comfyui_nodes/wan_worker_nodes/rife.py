@@ -147,7 +147,8 @@ def build_ifnet(sd: Mapping[str, Tensor], name: str = "the weights") -> IFNet:
     encode = None
     if "encode.0.weight" in sd:
         conv, up = sd["encode.0.weight"], sd["encode.1.weight"]
-        encode = nn.Sequential(nn.Conv2d(3, conv.shape[0], 3, 2, 1), nn.ConvTranspose2d(up.shape[0], up.shape[1], 4, 2, 1))
+        encode = nn.Sequential(nn.Conv2d(3, conv.shape[0], 3, 2, 1),
+                               nn.ConvTranspose2d(up.shape[0], up.shape[1], 4, 2, 1))
     net = IFNet(blocks, encode)
     try:
         net.load_state_dict(sd, strict=True)

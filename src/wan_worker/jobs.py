@@ -20,7 +20,7 @@ from .graphs import VideoParams
 from .images import PreparedImage, load_image
 from .media import Media, load_media
 from .models import check_volume, sets_report
-from .postprocess import PHASES as POST_PHASES, Post, find_upscaler, plan_post
+from .postprocess import PHASES as POST_PHASES, Post, plan_post
 from .progress import Progress, Timed
 from .request import Request, VideoRequest, WorkflowRequest, resolve_size
 from .settings import Settings
@@ -99,17 +99,13 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
     seed = req.seed if req.seed is not None else secrets.randbelow(2**63)
     ctx = JobContext(job_id, settings, wf, progress, timings, size, seed)
     driven = spec.drive(req, ctx) if spec.drive else Driven(length=req.length or 0)
+    params = video_params(job_id, req, start, end, size, seed, driven)
+    post = plan_post(req, params.width, params.height, params.length, params.fps, settings)
+    post_files = post.check_files(settings, req.dry_run) if post else None  # before any LoRA download
     one_model = "low" not in spec.lora_after
     loras = resolve_loras(req.loras, req, settings, progress, timings, one_model)
     own = {part: resolve_loras(entries, req, settings, progress, timings, one_model)
            for part, entries in driven.part_loras.items()}
-    params = video_params(job_id, req, start, end, size, seed, driven)
-    post = plan_post(req, params.width, params.height, params.length, params.fps, settings)
-    post_volume = check_volume(settings, post.model_names(), model_set="postprocess") if post else None
-    if post is not None and not req.dry_run:
-        post_volume.raise_for_problems()  # type: ignore[union-attr]
-        if post.own_upscaler():
-            find_upscaler(settings, post.own_upscaler() or "")
     log.info("%s (model %s) %dx%d, %d frames at %g fps in %d part(s), %d steps, seed %d, %d LoRA(s), prompt %r "
              "(%d chars)", spec.name, req.model, params.width, params.height, params.length, params.fps,
              params.parts, params.steps, params.seed, len(loras), params.prompt[:40], len(params.prompt))
@@ -136,8 +132,8 @@ def plan_video(settings: Settings, workflows: dict[str, Workflow], job_id: str, 
         fields["loras"] = [lo.to_dict() for lo in loras]
     checks = {**video_checks(start, end, params, volume.to_dict(), [*loras, *(lo for f in own.values() for lo in f)]),
               **driven.checks}
-    if post_volume is not None:
-        checks["postprocess_models"] = post_volume.to_dict()
+    if post_files is not None:
+        checks["postprocess_models"] = post_files
     if req.dry_run:
         checks["model_sets"] = sets_report(settings)
     phases = {**wf.phases(params.parts), **(POST_PHASES if post else {})}

@@ -11,13 +11,13 @@ sees the N rendered frames rather than the (N-1)*factor+1 interpolated ones.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .delivery import MB
 from .errors import MODEL_DAMAGED, MODELS_MISSING, OUTPUT_TOO_LARGE, WorkerError, invalid
-from .models import ESRGAN_X2, MANIFEST, RIFE49, file_problem, model_dirs
+from .models import ESRGAN_X2, MANIFEST, RIFE49, check_volume, file_problem, model_dirs
 from .request import MAX_SIDE, VideoRequest
 from .settings import Settings
 
@@ -62,9 +62,16 @@ class Post:
         """The manifest files this block loads (checked before queueing, as the graph's own)."""
         return {n for n in (self.rife, self.upscaler) if n} & {m.name for m in MANIFEST}
 
-    def own_upscaler(self) -> str | None:
-        """The job's own upscaler file, when it is not one of the manifest's."""
-        return self.upscaler if self.upscaler and self.upscaler not in self.model_names() else None
+    def check_files(self, settings: Settings, dry_run: bool = False) -> dict[str, Any]:
+        """The block's files where ComfyUI will look, before anything is queued: MODELS_MISSING naming
+        the file and `--set postprocess`, or the job's own upscaler and the folders searched; a dry
+        run only reports them."""
+        report = check_volume(settings, self.model_names(), model_set="postprocess")
+        if not dry_run:
+            report.raise_for_problems()
+            if self.upscaler and self.upscaler not in self.model_names():
+                find_upscaler(settings, self.upscaler)
+        return report.to_dict()
 
     def fields(self) -> dict[str, Any]:
         """The result's account of it: what was rendered, what each step made."""
@@ -139,7 +146,7 @@ def _with_upscale(post: Post, req: VideoRequest) -> Post:
                              f"worker makes (MAX_SIDE); send an `upscale_factor` of at most {int(most * 100) / 100:g}, "
                              f"or a smaller size")
     exact = native is not None and (width, height) == tuple(s * native for s in post.rendered[:2])
-    return Post(post.rendered, post.factor, post.rife, name, (width, height), not exact, post.adjust_fps)
+    return replace(post, upscaler=name, size=(width, height), resize=not exact)
 
 
 def _even(x: float) -> int:
@@ -156,8 +163,9 @@ def _check_delivery(post: Post, req: VideoRequest, settings: Settings) -> None:
     limit = settings.max_inline_output_mb * MB
     if least > limit:
         raise WorkerError(OUTPUT_TOO_LARGE,
-                          f"The video would be {width}x{height} with {post.frames} frames: at least {least / MB:.0f} MB "
-                          f"of MP4, more than the {limit / MB:g} MB that can be returned inline (MAX_INLINE_OUTPUT_MB); "
+                          f"The video would be {width}x{height} with {post.frames} frames: at least "
+                          f"{least / MB:.0f} MB of MP4, more than the {limit / MB:g} MB that can be returned inline "
+                          "(MAX_INLINE_OUTPUT_MB); "
                           "configure the BUCKET_* settings so it is delivered as an S3 URL, or lower "
                           "`num_interpolated_frames`, `upscale_factor` or `length`.",
                           {"least_bytes": int(least), "limit_bytes": int(limit)})

@@ -22,7 +22,11 @@ from wan_worker.handler import handler
 from wan_worker.models import RIFE49
 
 IMAGE = base64.b64encode(start_image()).decode()
-NOISE = 2.0  # mean |difference| (of 255) of one frame encoded twice in different videos: H.264, not the job
+# The tiny model's frames are close to noise, which H.264 quantises by what surrounds a frame: the
+# same frame in two MP4s is several per pixel apart (7-10 measured here), under 2.5 as means of 16x16
+# blocks (1.7 at most at 16 and 64 fps), which is how frames of two videos are compared; neighbours
+# in one video as 4x4 means.
+KEPT_BLOCK, KEPT_NOISE, NEAR_BLOCK = 16, 2.5, 4
 
 
 def job(job_id: str, **fields: Any) -> dict[str, Any]:
@@ -30,8 +34,12 @@ def job(job_id: str, **fields: Any) -> dict[str, Any]:
                                     "seed": 2501, **fields}}
 
 
-def diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+def diff(a: np.ndarray, b: np.ndarray, block: int = NEAR_BLOCK) -> float:
+    """Mean absolute difference (0-255) of the frames' `block`x`block` means."""
+    x, y = (np.asarray(v, np.float32) for v in (a, b))
+    h, w, c = x.shape
+    x, y = (v.reshape(h // block, block, w // block, block, c).mean(axis=(1, 3)) for v in (x, y))
+    return float(np.abs(x - y).mean())
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +64,22 @@ def test_nine_frames_at_2x_are_seventeen_at_twice_the_fps(real_env, plain: Video
     assert len(video.frames) == 17 == result["length"] and video.fps == 32 == result["fps"]
     assert result["rendered"] == {"width": 128, "height": 128, "length": 9, "fps": 16.0}
     assert (video.width, video.height) == (128, 128) and not video.is_blank()
-    kept = [diff(video.frames[2 * i], plain.frames[i]) for i in range(9)]
-    assert max(kept) < NOISE, kept  # the rendered frames are every second frame, unchanged
-    for i in range(8):
-        a, b, mid = plain.frames[i].astype(np.float32), plain.frames[i + 1].astype(np.float32), video.frames[2 * i + 1]
-        assert diff(a, b) > 5 * NOISE, f"frames {i} and {i + 1} barely differ: no motion to interpolate"
-        to_average, to_either = diff(mid, (a + b) / 2), min(diff(mid, a), diff(mid, b))
+    kept = [diff(video.frames[2 * i], plain.frames[i], KEPT_BLOCK) for i in range(9)]
+    assert max(kept) < KEPT_NOISE, kept  # the rendered frames are every second frame, unchanged
+    other = [diff(video.frames[2 * i], plain.frames[i + 1], KEPT_BLOCK) for i in range(8)]
+    assert min(other) > 2 * KEPT_NOISE, (kept, other)  # and "unchanged" is far below "another frame"
+    for i in range(8):  # each made frame against its neighbours, all three from this one MP4
+        a, mid, b = (video.frames[k].astype(np.float32) for k in (2 * i, 2 * i + 1, 2 * i + 2))
+        to_average, to_either, apart = diff(mid, (a + b) / 2), min(diff(mid, a), diff(mid, b)), diff(a, b)
+        assert apart > 3 * to_average, (i, apart, to_average)  # motion: the neighbours differ well beyond noise
         assert to_average < to_either / 2, (i, to_average, to_either)  # between its neighbours, not a copy
 
 
 def test_4x_makes_three_frames_between_each_pair(real_env, plain: Video):
     video = decode_result(handler(job("post-rife-4x", interpolator_model="rife", num_interpolated_frames=3)))
     assert len(video.frames) == 33 and video.fps == 64
-    assert max(diff(video.frames[4 * i], plain.frames[i]) for i in range(9)) < NOISE
-    a, b = plain.frames[0].astype(np.float32), plain.frames[1].astype(np.float32)
-    steps = [diff(video.frames[k], b) for k in range(5)]  # walking from frame 0 to frame 1
+    assert max(diff(video.frames[4 * i], plain.frames[i], KEPT_BLOCK) for i in range(9)) < KEPT_NOISE
+    steps = [diff(video.frames[k], video.frames[4]) for k in range(5)]  # walking from frame 0 to frame 1
     assert steps == sorted(steps, reverse=True), steps
 
 

@@ -148,6 +148,17 @@ def test_an_i2v_job_over_the_api_server(worker: Container, report: list[str]):
     report.append(f"I2V job (5 frames, 128x128, cold text encode included): {time.monotonic() - t0:.1f} s")
 
 
+def test_interpolation_and_upscaling_run_in_the_image(worker: Container):
+    """The worker's RIFE node in the image's custom_nodes/ and ComfyUI's upscaler, on the tiny weights;
+    the I2V job's own values, so ComfyUI serves its frames from the cache and runs only the block."""
+    out = output_of(worker.runsync({"image": IMAGE_B64, "prompt": PROMPT, "negative_prompt": NEGATIVE,
+                                    "width": 128, "height": 128, "length": 5, "fps": 12, "seed": 7,
+                                    "num_interpolated_frames": 1, "upscaler": "default"}))
+    video = decode_result(out)
+    assert (len(video.frames), video.width, video.height, video.fps) == (9, 256, 256, 24)
+    assert out["rendered"] == {"width": 128, "height": 128, "length": 5, "fps": 12.0} and not video.is_blank()
+
+
 def test_an_s2v_job_carries_its_sound(worker: Container):
     out = output_of(worker.runsync({"image": IMAGE_B64, "audio": b64(audio_file("WAV", seconds=0.5, freq=220.0)),
                                     "prompt": PROMPT, "negative_prompt": NEGATIVE, "width": 128, "height": 128,

@@ -51,6 +51,7 @@ FIELDS = {
     "lora_strength": "lora_strength", "resolution": "resolution", "model": "model",
     "output_mode": "output", "timeout": "timeout_s", "audio_start": "audio_start_s", "duration": "duration_s",
     "mode": "mode", "relight": "relight", "person": "person",
+    "interpolate": "num_interpolated_frames", "upscaler": "upscaler", "upscale_factor": "upscale_factor",
 }
 # option dest -> the job field it fills with a file (sent as base64) or a URL
 FILE_OPTIONS = {"video": "video", "pose_video": "pose_video", "face_video": "face_video",
@@ -127,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--segments", type=Path, dest="segments_file", metavar="FILE.json",
                      help="segments: a JSON file holding the list of segments (or an object with a "
                           "\"segments\" list), each {prompt, length, negative_prompt, seed, loras}")
+    job.add_argument("--interpolate", type=int, metavar="N",
+                     help="num_interpolated_frames: RIFE makes N frames (1-4) between each pair, fps x (N+1)")
+    job.add_argument("--upscaler", metavar="NAME", help="upscaler: default (Real-ESRGAN x2plus) or a file of the "
+                                                        "volume's upscale_models")
+    job.add_argument("--upscale-factor", type=float, metavar="X",
+                     help="upscale_factor: the output size, x the rendered")
     job.add_argument("--seed", type=int)
     job.add_argument("--length", type=int, help="frames, 4n+1 (49, 81, 121 ...)")
     job.add_argument("--fps", type=float)

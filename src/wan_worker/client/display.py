@@ -19,6 +19,8 @@ PHASE_NAMES = {
     "sampling_high": "sampling (high noise)",
     "sampling_low": "sampling (low noise)",
     "decoding": "decoding",
+    "upscaling": "upscaling",
+    "interpolating": "interpolating",
     "encoding": "encoding",
     "uploading": "uploading",
     "running": "running",
