@@ -3,7 +3,7 @@
 # A thin wrapper around `python -m wan_worker.download` (see --help): skips complete files,
 # resumes partial ones, verifies the hub's sha256 before the final rename; shared files once.
 #   scripts/download_models.sh                 # set i2v-14b, into the dirs ComfyUI searches first
-#   scripts/download_models.sh --set i2v-14b,t2v-14b,ti2v-5b,s2v-14b,animate-14b
+#   scripts/download_models.sh --set i2v-14b,t2v-14b,ti2v-5b,s2v-14b,animate-14b,postprocess
 #   scripts/download_models.sh --dest /workspace/models --dry-run
 # Environment: HF_TOKEN, HF_ENDPOINT (huggingface_hub), WORKER_PYTHON (default: python3).
 set -euo pipefail

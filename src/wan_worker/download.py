@@ -1,6 +1,6 @@
 """Fill a models folder with the Wan2.2 files of one or more model sets from the Hugging Face Hub.
 
-`python -m wan_worker.download [--set i2v-14b,t2v-14b,ti2v-5b,s2v-14b,animate-14b]` (and `scripts/download_models.sh`,
+`python -m wan_worker.download [--set i2v-14b,t2v-14b,ti2v-5b,s2v-14b,animate-14b,postprocess]` (and `scripts/download_models.sh`,
 which wraps it) is how a volume gets its files (~38 GB for i2v-14b): resumable, verified and atomic,
 so a run can be cut at any moment and simply run again. A file several sets share (the text
 encoder, the 2.1 VAE) is fetched once. The contract, per file:
@@ -196,7 +196,7 @@ def _short(exc: BaseException) -> str:
 
 
 def header_problem(path: Path, name: str | None = None) -> str | None:
-    """Why the file is not a complete safetensors file (or, for .onnx, not an ONNX file), or None.
+    """Why the file is not a complete model file (safetensors; an ONNX or torch file by its name), or None.
 
     The very check every job runs (models.py: 8-byte length + JSON header, every tensor inside the
     file): reads a few KB, not the file, and catches empty, truncated and non-safetensors files.

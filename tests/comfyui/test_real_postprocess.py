@@ -125,3 +125,18 @@ def test_bad_values_and_missing_weights_stop_before_comfyui(real_env, real_comfy
         moved.rename(weights)
     assert result["error_code"] == MODELS_MISSING and "frame_interpolation/rife49.pth" in result["error"]
     assert "--set postprocess" in result["error"]
+
+
+def test_the_stand_ins_schemas_for_the_block_are_the_real_servers(real_comfy: RealComfy):
+    """tests/fixtures/object_info.json (which the stand-in validates graphs against) holds the block's
+    classes as this ComfyUI, with the worker's node installed and the tiny volume, answers them."""
+    import json
+
+    import requests
+
+    real = requests.get(f"{real_comfy.url}/object_info", timeout=30).json()
+    fixture = json.loads((Path(__file__).parents[1] / "fixtures" / "object_info.json").read_text())
+    for name in ("UpscaleModelLoader", "ImageUpscaleWithModel", "ImageScale", "WanWorkerLoadRIFE",
+                 "WanWorkerRIFEInterpolate"):
+        assert real[name] == fixture[name], name
+    assert real["WanWorkerLoadRIFE"]["python_module"] == "custom_nodes.wan_worker_nodes"
