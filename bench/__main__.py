@@ -25,17 +25,15 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from . import procs, report
-from .procs import BenchError, Child
-from .report import MB, summary
+from .procs import BenchError, Child, clean_env
+from .report import MB, summarize, summary
 
 SIZES_MB = (1, 10, 50)
 MODES = ("base64", "s3")
-PHASES = ("validate", "image", "upload", "queue", "execute", "deliver")
 
 
 def log(message: str) -> None:
@@ -85,18 +83,6 @@ def make_image(path: Path) -> Path:
 
 
 # -- environments ---------------------------------------------------------------------------------
-
-def clean_env() -> dict[str, str]:
-    """This environment without anything that would steer the worker (ours are set explicitly)."""
-    from wan_worker.settings import Settings
-
-    names = {f.name.upper() for f in fields(Settings)} | {"COMFY_PORT", "SERVE_API_LOCALLY"}
-    env = {k: v for k, v in os.environ.items()
-           if k not in names and not k.startswith(("COMFY_", "BUCKET_", "RUNPOD_", "FAKECOMFY_"))}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] = "true"
-    return env
-
 
 class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
@@ -290,34 +276,6 @@ class Bench:
             raise BenchError("no valid readiness trial")
         self.results["ready"] = {"gap_ms": summary(gaps), "waited_ms": summary(waited), "samples_ms": gaps}
         log(f"ready: {summary(gaps)['median']:.1f} ms after the stand-in listens (max {max(gaps):.1f})")
-
-
-def summarize(size_mb: float, size: int, mode: str, samples: dict[str, list[dict[str, Any]]],
-              baseline: dict[str, int], memory: dict[str, int], floor_baseline: dict[str, int],
-              floor_memory: dict[str, int]) -> dict[str, Any]:
-    w, f = samples["worker"], samples["floor"]
-    w_exec = [s["timings_ms"].get("execute", 0.0) for s in w]
-    w_over = [s["wall_ms"] - e for s, e in zip(w, w_exec)]
-    f_over = [s["wall_ms"] - s["execute_ms"] for s in f]
-    phases = {p: summary([s["timings_ms"].get(p, 0.0) for s in w])["median"] for p in PHASES}
-    phases["unaccounted"] = summary([s["wall_ms"] - sum(s["timings_ms"].get(p, 0.0) for p in PHASES)
-                                     for s in w])["median"]
-    worker = {"wall_ms": summary([s["wall_ms"] for s in w]), "execute_ms": summary(w_exec),
-              "overhead_ms": summary(w_over), "phases_ms": phases,
-              "samples": [{"wall_ms": s["wall_ms"], "timings_ms": s["timings_ms"]} for s in w]}
-    floor = {"wall_ms": summary([s["wall_ms"] for s in f]), "execute_ms": summary([s["execute_ms"] for s in f]),
-             "overhead_ms": summary(f_over), "transfer_ms": summary([s["transfer_ms"] for s in f]),
-             "samples": f}
-    return {
-        "size_mb": size_mb, "size": size, "mode": mode, "jobs": len(w),
-        "worker": worker, "floor": floor,
-        "ratio": worker["overhead_ms"]["median"] / floor["overhead_ms"]["median"],
-        "worker_memory": {"baseline_rss": baseline["rss"], "peak": memory["hwm"],
-                          "peak_minus_baseline": memory["hwm"] - baseline["rss"], "rss_after": memory["rss"],
-                          "ru_maxrss": memory["ru_maxrss"]},
-        "floor_memory": {"baseline_rss": floor_baseline["rss"], "peak": floor_memory["hwm"],
-                         "peak_minus_baseline": floor_memory["hwm"] - floor_baseline["rss"]},
-    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

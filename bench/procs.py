@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -195,3 +196,15 @@ def alternate(worker: Child, floor: Child, warmup: int, jobs: int, timeout: floa
         for side, name in (pair if n % 2 == 0 else pair[::-1]):
             one(side, name, n, True)
     return samples
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without anything that would steer the worker (ours are set explicitly)."""
+    from wan_worker.settings import Settings
+
+    names = {f.name.upper() for f in fields(Settings)} | {"COMFY_PORT", "SERVE_API_LOCALLY"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in names and not k.startswith(("COMFY_", "BUCKET_", "RUNPOD_", "FAKECOMFY_"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] = "true"
+    return env

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import procs, report
+from .procs import clean_env
+from .report import summarize
 from .procs import BenchError
 from .report import MB, Row, summary
 
@@ -161,7 +163,6 @@ class RealComfyUI:
 
 
 def worker_env(comfy: RealComfyUI) -> dict[str, str]:
-    from .__main__ import clean_env
 
     env = clean_env()
     env.update({"COMFY_HOST": comfy.host, "COMFY_DIR": str(comfy.comfy_dir), "COMFY_PID_FILE": str(comfy.pid_file),
@@ -175,7 +176,6 @@ def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: st
                log: Callable[[str], None]) -> dict[str, Any]:
     from tests.comfyui.conftest import NEGATIVE, PROMPT
 
-    from .__main__ import clean_env, summarize
 
     cfg: dict[str, Any] = {"kind": kind, "image": str(image), "comfy_host": comfy.host,
                            "comfy_dir": str(comfy.comfy_dir), "prompt": PROMPT, "negative": NEGATIVE}

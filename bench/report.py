@@ -15,6 +15,7 @@ MEM_BASE64 = 2.5  # peak worker memory, multiples of the output size
 S3_FLAT_SLOPE = 0.10  # "flat": peak grows by at most 10 % of the output's growth (1 -> 50 MB)
 VOLUME_WARM_MS = 20.0
 READY_MS = 100.0
+PHASES = ("validate", "image", "upload", "queue", "execute", "deliver")  # the handler's timings_ms
 BUDGET_SIZE_MB = 10  # the size the overhead and ratio budgets are stated for
 
 
@@ -186,3 +187,31 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, bool]]:
     if results.get("ready"):
         out.append(("ready", results["ready"]["gap_ms"]["max"] <= READY_MS))
     return out
+
+
+def summarize(size_mb: float, size: int, mode: str, samples: dict[str, list[dict[str, Any]]],
+              baseline: dict[str, int], memory: dict[str, int], floor_baseline: dict[str, int],
+              floor_memory: dict[str, int]) -> dict[str, Any]:
+    w, f = samples["worker"], samples["floor"]
+    w_exec = [s["timings_ms"].get("execute", 0.0) for s in w]
+    w_over = [s["wall_ms"] - e for s, e in zip(w, w_exec)]
+    f_over = [s["wall_ms"] - s["execute_ms"] for s in f]
+    phases = {p: summary([s["timings_ms"].get(p, 0.0) for s in w])["median"] for p in PHASES}
+    phases["unaccounted"] = summary([s["wall_ms"] - sum(s["timings_ms"].get(p, 0.0) for p in PHASES)
+                                     for s in w])["median"]
+    worker = {"wall_ms": summary([s["wall_ms"] for s in w]), "execute_ms": summary(w_exec),
+              "overhead_ms": summary(w_over), "phases_ms": phases,
+              "samples": [{"wall_ms": s["wall_ms"], "timings_ms": s["timings_ms"]} for s in w]}
+    floor = {"wall_ms": summary([s["wall_ms"] for s in f]), "execute_ms": summary([s["execute_ms"] for s in f]),
+             "overhead_ms": summary(f_over), "transfer_ms": summary([s["transfer_ms"] for s in f]),
+             "samples": f}
+    return {
+        "size_mb": size_mb, "size": size, "mode": mode, "jobs": len(w),
+        "worker": worker, "floor": floor,
+        "ratio": worker["overhead_ms"]["median"] / floor["overhead_ms"]["median"],
+        "worker_memory": {"baseline_rss": baseline["rss"], "peak": memory["hwm"],
+                          "peak_minus_baseline": memory["hwm"] - baseline["rss"], "rss_after": memory["rss"],
+                          "ru_maxrss": memory["ru_maxrss"]},
+        "floor_memory": {"baseline_rss": floor_baseline["rss"], "peak": floor_memory["hwm"],
+                         "peak_minus_baseline": floor_memory["hwm"] - floor_baseline["rss"]},
+    }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .api import Api, ApiError
-from .cli import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, UsageError, common_fields, image_value
+from .fields import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, UsageError, common_fields, image_value
 from .display import JobDisplay
 from .results import SaveError, save_result, summary
 from .runner import Interrupted, WaitExpired, WaitOptions, run_job
