@@ -10,23 +10,25 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.comfyui.conftest import RealComfy, copy_comfyui
+from tests.comfyui.conftest import RealComfy, copy_comfyui, install_worker_nodes
 from tests.test_entrypoint import entrypoint, files_under, pid_alive, wait_for, workflow_input  # noqa: F401
 from tests.video import decode
+from wan_worker.models import MANIFEST
 
 START_S = 180  # the real ComfyUI imports torch and every node: seconds, more on a busy machine
 
 
 def test_entrypoint_runs_the_real_comfyui(entrypoint, real_comfy: RealComfy, tmp_path: Path):  # noqa: F811
     comfy_dir = copy_comfyui(real_comfy.src, tmp_path / "comfyui")
+    install_worker_nodes(comfy_dir)  # as the image has them
     run = entrypoint(comfy_dir=comfy_dir, env={"COMFY_PYTHON": str(real_comfy.python), "COMFY_ARGS": "--cpu",
                                                "EXTRA_MODEL_PATHS": str(real_comfy.yaml)})
     wait_for("ComfyUI", lambda: requests.get(f"{run.comfy}/system_stats", timeout=2).json(), START_S, run)
     run.wait_api()
     log = run.log()
-    assert "All 20 model files are present and complete." in log  # every file of every set
+    assert f"All {len(MANIFEST)} model files are present and complete." in log  # every file of every set
     assert "This volume can serve: image-to-video" in log and "[t2v-14b]" in log and "[ti2v-5b]" in log
-    assert "[s2v-14b]" in log and "[animate-14b]" in log
+    assert "[s2v-14b]" in log and "[animate-14b]" in log and "[postprocess]" in log
     assert "[comfyui] ComfyUI version:" in log and "IMPORT FAILED" not in log
     stats = requests.get(f"{run.comfy}/system_stats", timeout=5).json()
     argv = stats["system"]["argv"]
