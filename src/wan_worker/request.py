@@ -58,6 +58,13 @@ class _Common(_Strict):
     dry_run: bool = False
 
 
+def _outside_folder(text: str) -> bool:
+    """Whether a file name could leave the model folder it names a file of (absolute, `..`, a
+    drive, a backslash, an empty part): LoRA and upscaler names share this guard."""
+    parts = text.split("/")
+    return text.startswith(("/", "~")) or "\\" in text or ".." in parts or "" in parts or ":" in text
+
+
 def _lora_ref(v: str) -> str:
     """A LoRA is an https:// (or http://) URL or a plain relative name in the volume's loras folders."""
     text = v.strip()
@@ -67,8 +74,7 @@ def _lora_ref(v: str) -> str:
         if not text.lower().startswith(("https://", "http://")):
             raise ValueError("must be an https:// URL or a file name in the volume's loras folders")
         return text
-    parts = text.split("/")
-    if text.startswith(("/", "~")) or "\\" in text or ".." in parts or "" in parts or ":" in text:
+    if _outside_folder(text):
         raise ValueError("must be a file name relative to the volume's loras folders (subfolders allowed; "
                          "no '..', no absolute path) or an https:// URL")
     if not text.lower().endswith(LORA_EXTENSIONS):
@@ -207,8 +213,7 @@ class VideoRequest(_Common):
     def _upscaler_ref(cls, v: str | None) -> str | None:
         if v is None or v == "default":
             return v
-        parts = v.split("/")
-        if not v.strip() or v.startswith(("/", "~")) or "\\" in v or ".." in parts or "" in parts or ":" in v:
+        if not v.strip() or _outside_folder(v):
             raise ValueError("must be \"default\" or a file name relative to the volume's upscale_models "
                              "folders (subfolders allowed; no '..', no absolute path)")
         if not v.lower().endswith(UPSCALER_EXTENSIONS):
