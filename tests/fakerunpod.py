@@ -62,7 +62,7 @@ def progress_steps() -> Script:
                {"phase": "sampling_low", "step": 1, "steps": 2, "percent": 70},
                {"phase": "sampling_low", "step": 2, "steps": 2, "percent": 90},
                {"phase": "decoding", "percent": 90},
-               {"phase": "encoding", "percent": 95},
+               {"phase": "encoding", "percent": 97},
                {"phase": "uploading", "percent": 98}]
     return [{"status": "IN_PROGRESS", "output": u} for u in updates]
 

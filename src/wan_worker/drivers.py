@@ -124,7 +124,7 @@ def require_controls(req: AnimateJob) -> tuple[str, ...]:
     if missing:
         listed = ", ".join(f"`{f}` ({WHAT[f]})" for f in missing)
         raise invalid(missing[0], f"is missing: {req.mode} mode needs {listed}, made from `video` by the "
-                                  "official Wan2.2 Animate preprocessing (see the README); send "
+                                  "official Wan2.2 Animate preprocessing (see docs/job-contract.md); send "
                                   f"{'them' if len(missing) > 1 else 'it'}")
     return needed
 

@@ -326,7 +326,7 @@ def _describe(err: dict[str, Any]) -> dict[str, str]:
     field = _field_path(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
-        return {"field": field, "message": "is not a known field; remove it (see the README's job contract)"}
+        return {"field": field, "message": "is not a known field; remove it (see docs/job-contract.md)"}
     if kind == "missing":
         return {"field": field, "message": "is required"}
     msg = err["msg"].removeprefix("Value error, ").replace("Input should", "should", 1)

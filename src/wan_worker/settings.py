@@ -65,7 +65,7 @@ class Settings:
     max_inline_output_mb: float = 15.0
     websocket_reconnect_attempts: int = 5
     websocket_reconnect_delay_s: float = 3.0
-    # Cold start (README "Cold start"): read model sets into the page cache while ComfyUI boots
+    # Cold start (docs/cold-start.md): read model sets into the page cache while ComfyUI boots
     # (off, auto = the complete sets, or a set list), and run one tiny job of a kind at start.
     prefetch_models: str = ""
     prefetch_threads: int = 8

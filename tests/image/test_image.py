@@ -66,7 +66,7 @@ def test_inside_the_image_one_copy_of_every_cuda_library(image: str, report: lis
 
 
 def test_the_download_script_runs_from_the_image(image: str):
-    """The README's `--entrypoint /app/scripts/download_models.sh` finds the installed worker."""
+    """docs/models.md's `--entrypoint /app/scripts/download_models.sh` finds the installed worker."""
     proc = run_in_image(image, "--help", entrypoint="/app/scripts/download_models.sh", timeout=60)
     assert "--set" in proc.stdout and "--dest" in proc.stdout, proc.stdout
 

@@ -2,7 +2,7 @@
 
 Options map one to one onto the job's JSON fields and are sent only when given: the worker owns
 the defaults and the validation, so a new worker field needs no new client (`--set KEY=VALUE`
-sends any field). Exit codes are part of the interface (see EXIT_CODES and the README).
+sends any field). Exit codes are part of the interface (see EXIT_CODES and docs/client.md).
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = p.add_argument_group("batch")
     batch.add_argument("--jobs", type=Path, metavar="FILE.jsonl",
-                       help="one job per line (see the README); job options above are defaults for every line")
+                       help="one job per line (see docs/client.md); job options above are defaults for every line")
     batch.add_argument("--concurrency", type=int, default=2, metavar="N", help="jobs in flight at once (2)")
     batch.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
                        help="where batch outputs go (default: this folder)")
