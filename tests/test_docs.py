@@ -149,12 +149,12 @@ def anchors(path: Path) -> set[str]:
     return out
 
 
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "bench/results").glob("*.md"))]
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
 def test_every_link_lands(page):
-    """The README and docs/ link to each other by file and heading; a moved section may not leave a link behind."""
+    """README, docs/ and bench/results/ link to each other by file and heading; a moved section leaves no link behind."""
     broken = []
     text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
