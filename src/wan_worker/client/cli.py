@@ -249,6 +249,15 @@ def setup_logging(verbose: bool) -> None:
     log.propagate = False
 
 
+# How each way a command can end short of success is told, and its exit code
+_ENDINGS: dict[type[Exception], tuple[str, int]] = {
+    ApiError: ("wan-video: {}", EXIT_API),
+    SaveError: ("wan-video: the job succeeded but {}", EXIT_SAVE),
+    WaitExpired: ("wan-video: {}", EXIT_WAIT),
+    Interrupted: ("\nwan-video: interrupted; {}", EXIT_INTERRUPTED),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on unknown options, as argparse does
@@ -263,18 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"wan-video: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ApiError as exc:
-        print(f"wan-video: {exc}", file=sys.stderr)
-        return EXIT_API
-    except SaveError as exc:
-        print(f"wan-video: the job succeeded but {exc}", file=sys.stderr)
-        return EXIT_SAVE
-    except WaitExpired as exc:
-        print(f"wan-video: {exc}", file=sys.stderr)
-        return EXIT_WAIT
-    except Interrupted as exc:
-        print(f"\nwan-video: interrupted; {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except tuple(_ENDINGS) as exc:
+        form, code = next(ending for kind, ending in _ENDINGS.items() if isinstance(exc, kind))
+        print(form.format(exc), file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("\nwan-video: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
