@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import requests
 
+from .harness import Mode, log
 from . import REPO, fusevol
 from .procs import BenchError
 
@@ -108,7 +109,7 @@ def drop_caches() -> None:
 
 
 class Cold:
-    def __init__(self, tmp: Path, log: Callable[[str], None], i2v: bool = True) -> None:
+    def __init__(self, tmp: Path, i2v: bool = True) -> None:
         from tests.comfyui.conftest import comfy_python, comfyui_dir
 
         self.tmp, self.log = tmp / "cold", log
@@ -253,7 +254,7 @@ class Cold:
         raise BenchError(f"timed out after {timeout:.0f} s; log {log_path}")
 
 
-def run(bench: Any, scenarios: tuple[str, ...], log: Callable[[str], None], i2v: bool = True) -> None:
+def run(bench: Any, scenarios: tuple[str, ...], i2v: bool = True) -> None:
     cold = Cold(bench.tmp, log, i2v)
     try:
         bench.results["cold"] = {"volume": cold.setup(), "runs": []}
@@ -313,3 +314,9 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, bool]]:
         out.append((f"first job's model loading with prefetch - hot <= {BUDGET}x floor",
                     runs["prefetch"]["load_s"] - runs["hot"]["load_s"] <= BUDGET * floor))
     return out
+
+
+MODE = Mode(
+    title="cold-start bench", quick_label=False, sections=lambda r: [table(r)], verdicts=verdicts,
+    run=lambda b, a: run(b, tuple(s for s in a.scenarios.split(",") if s), i2v=not a.load_only),
+)

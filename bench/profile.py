@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .harness import Mode, log
 from . import procs
 from .real import video_graph
 from .report import MB
@@ -308,7 +309,7 @@ def counts(quick: bool, jobs: int | None) -> Counts:
     return Counts(warmup=2, timed=n, profiled=n, traced=2 if quick else 3)
 
 
-def run(bench: Any, quick: bool, jobs: int | None, log: Callable[[str], None]) -> None:
+def run(bench: Any, quick: bool, jobs: int | None) -> None:
     """Start the stand-ins, profile every case in this process; results in bench.results['profile']."""
     from wan_worker import logs
 
@@ -320,7 +321,7 @@ def run(bench: Any, quick: bool, jobs: int | None, log: Callable[[str], None]) -
                 if isinstance(h, logging.StreamHandler):
                     h.setStream(log_file)
             try:
-                run_cases(bench, counts(quick, jobs), log)
+                run_cases(bench, counts(quick, jobs))
             finally:
                 logging.getLogger().handlers.clear()
     finally:
@@ -332,7 +333,7 @@ def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def run_cases(bench: Any, n: Counts, log: Callable[[str], None]) -> None:
+def run_cases(bench: Any, n: Counts) -> None:
     from .standin import mp4_payload
 
     jpeg = bench.image.read_bytes()
@@ -398,3 +399,10 @@ def case_report(case: dict[str, Any]) -> list[str]:
               "| MB | x payload | made at |", "| ---: | ---: | --- |"]
     lines += [f"| {b['mb']:.2f} | {b['payloads']:.2f} | {'; '.join(b['where'])} |" for b in mem["blocks"]]
     return lines + [""]
+
+
+MODE = Mode(
+    title="profile", quick_label=False, run=lambda b, a: run(b, a.quick, a.jobs),
+    sections=lambda r: [report(r)],
+    detail=lambda a, r: f"jobs per case: {r.get('profile', {}).get('counts', {})}; ",
+)

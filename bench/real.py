@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .harness import Mode, log
 from . import procs, report
-from .procs import clean_env
-from .report import summarize
-from .procs import BenchError
-from .report import MB, Row, summary
+from .procs import BenchError, clean_env
+from .report import MB, Row, summarize, summary
 
 IMAGE_SIDE = 128
 NOISE_SIZE = (2048, 2080)  # noise at strength 0.5 in a PNG: ~10.0 MB (calibrated on ComfyUI 0.3.64)
@@ -104,7 +103,7 @@ CONFIGS: list[tuple[str, str, Callable[[], dict[str, Any]] | None, int, tuple[in
 class RealComfyUI:
     """One real ComfyUI for the run: a copy of the checkout, tiny models on a temporary volume."""
 
-    def __init__(self, tmp: Path, log: Callable[[str], None]) -> None:
+    def __init__(self, tmp: Path) -> None:
         from tests.comfyui.conftest import comfy_python, comfyui_dir
 
         self.tmp, self.log = tmp, log
@@ -213,7 +212,7 @@ def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: st
     return result
 
 
-def run(bench: Any, quick: bool, jobs_override: int | None, log: Callable[[str], None],
+def run(bench: Any, quick: bool, jobs_override: int | None,
         labels: tuple[str, ...] = ()) -> None:
     """Start the real ComfyUI, run every configuration, stop it; results in bench.results['real']."""
     from tests.comfyui.conftest import start_image
@@ -285,3 +284,15 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, bool]]:
 def environment_note() -> str:
     return (f"ComfyUI: {os.environ.get('COMFYUI_DIR') or '../shared/comfyui/src'} run by "
             f"{os.environ.get('COMFY_PYTHON') or '.venv-comfyui/bin/python'}")
+
+
+MODE = Mode(
+    title="bench on the real ComfyUI",
+    run=lambda b, a: run(b, a.quick, a.jobs, tuple(c for c in (a.configs or "").split(",") if c)),
+    sections=lambda r: [table(r), "Median ms per handler phase (timings_ms; unaccounted = wall - phases), and the "
+                                  "floor's transfer:\n" + breakdown(r)],
+    verdicts=verdicts, word="targets",
+    detail=lambda a, r: f"ComfyUI up in {r.get('comfyui_start_s', 0):.0f} s; ",
+    note=lambda r: f"{environment_note()}; start image: 128x128 PNG, "
+                   f"{r.get('input_image', {}).get('bytes', 0) / 1000:.1f} kB",
+)

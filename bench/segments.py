@@ -42,9 +42,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .harness import Mode, log
 from . import procs, report
 from .procs import BenchError
-from .real import RealComfyUI, worker_env
+from .real import RealComfyUI, environment_note, worker_env
 from .report import Row
 
 SIDE, LENGTH, STEPS, SWITCH_STEP, SEED = 128, 5, 2, 1, 7
@@ -187,7 +188,7 @@ def side_record(story: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run(bench: Any, n_segments: int, quick: bool, rounds_override: int | None, log: Callable[[str], None]) -> None:
+def run(bench: Any, n_segments: int, quick: bool, rounds_override: int | None) -> None:
     """Start ComfyUI and one worker, warm both sides up, run the rounds; results in bench.results['segments']."""
     from tests.comfyui.conftest import NEGATIVE, PROMPT, start_image
 
@@ -348,3 +349,19 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, bool]]:
         ("no blank video", not any(x["blank"] for x in (*seg["A"], *seg["B"]))),
         ("segment 1 of A = job 1 of B (within noise)", max(seg["first_segment_diff"]) < SAME),
     ]
+
+
+def detail(args: Any, results: dict[str, Any]) -> str:
+    seg = results.get("segments", {})
+    return (f"{seg.get('n', args.segments)} segments of {LENGTH} frames at {SIDE}x{SIDE}, {STEPS} steps, "
+            f"{len(seg.get('A', []))} rounds (orders {', '.join(seg.get('order', []))}) after one warm-up of each "
+            f"side; ComfyUI up in {results.get('comfyui_start_s', 0):.0f} s; ")
+
+
+MODE = Mode(
+    title="segments bench on the real ComfyUI", strict=True, word="checks", detail=detail,
+    run=lambda b, a: run(b, a.segments, a.quick, a.jobs), verdicts=verdicts,
+    sections=lambda r: [table(r), "Median ms per handler phase, summed over a side's jobs (timings_ms; model_load "
+                                  "is within execute):\n" + breakdown(r)],
+    note=lambda r: environment_note(),
+)

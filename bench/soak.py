@@ -24,13 +24,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
+from .harness import Mode, log
 from . import procs
 from .procs import BenchError
-from .real import RealComfyUI, worker_env
+from .real import RealComfyUI, environment_note, worker_env
 
 SIDE, LENGTH, STEPS = 128, 5, 2
 KILL_STEPS = 12  # the killed job samples long enough to be killed mid-way
@@ -202,7 +203,7 @@ def wait_running(comfy: RealComfyUI, timeout: float) -> bool:
 
 # -- the run --------------------------------------------------------------------------------------
 
-def run(bench: Any, n_jobs: int, log: Callable[[str], None]) -> None:
+def run(bench: Any, n_jobs: int) -> None:
     """Start ComfyUI and the worker, run the jobs, record everything in bench.results['soak']."""
     from tests.comfyui.conftest import NEGATIVE, PROMPT, run_tinywan, start_image
 
@@ -351,3 +352,10 @@ def table(results: dict[str, Any]) -> str:
     extra += [f"  job {n} ({kind}): {problem}" for n, kind, problem in s["problems"]]
     extra += [f"  job {n} ({kind}) left {left}" for n, kind, left in s["left"]]
     return "\n".join(lines + [""] + extra)
+
+
+MODE = Mode(
+    title="soak on the real ComfyUI", quick_label=False, strict=True,
+    run=lambda b, a: run(b, a.soak), sections=lambda r: [table(r)], verdicts=verdicts,
+    detail=lambda a, r: f"{a.soak} jobs; ", note=lambda r: environment_note(),
+)
