@@ -279,30 +279,22 @@ def table(results: dict[str, Any]) -> str:
     a_frames, b_frames = expected_frames(n)
     la, lb = f"A: 1 job, {n} segments", f"B: {n} chained jobs"
 
-    def sec(measure: str, config: str, st: dict[str, float], digits: int = 2) -> Row:
-        return Row(measure, config, f"{st['median']:.{digits}f}", f"{st['min']:.{digits}f}",
-                   f"{st['max']:.{digits}f}")
+    def both(measure: str, key: str, digits: int = 2) -> list[Row]:
+        return [Row(measure, label, *(f"{s[key][side][k]:.{digits}f}" for k in ("median", "min", "max")))
+                for label, side in ((la, "A"), (lb, "B"))]
+
+    def ratio(measure: str, key: str) -> Row:
+        return Row(f"ratio B / A, {measure}", "per round", *(f"{s[key][k]:.2f}" for k in ("median", "min", "max")),
+                   "", "(info)")
 
     joined = seg["join"]
     rows = [
-        sec("story wall time (handler calls), s", la, s["wall_s"]["A"]),
-        sec("story wall time (handler calls), s", lb, s["wall_s"]["B"]),
-        sec("seconds per segment", la, s["per_segment_s"]["A"]),
-        sec("seconds per segment", lb, s["per_segment_s"]["B"]),
-        Row("ratio B / A, story wall time", "per round", f"{s['ratio']['median']:.2f}",
-            f"{s['ratio']['min']:.2f}", f"{s['ratio']['max']:.2f}", "", "(info)"),
-        sec("ComfyUI execute (timings_ms, summed), s", la, s["execute_s"]["A"]),
-        sec("ComfyUI execute (timings_ms, summed), s", lb, s["execute_s"]["B"]),
-        Row("ratio B / A, execute", "per round", f"{s['ratio_execute']['median']:.2f}",
-            f"{s['ratio_execute']['min']:.2f}", f"{s['ratio_execute']['max']:.2f}", "", "(info)"),
-        sec("CPU time, ComfyUI + worker, s", la, s["cpu_s"]["A"]),
-        sec("CPU time, ComfyUI + worker, s", lb, s["cpu_s"]["B"]),
-        Row("ratio B / A, CPU time", "per round", f"{s['ratio_cpu']['median']:.2f}",
-            f"{s['ratio_cpu']['min']:.2f}", f"{s['ratio_cpu']['max']:.2f}", "", "(info)"),
-        sec("  of which the worker's process, s", la, s["worker_cpu_s"]["A"]),
-        sec("  of which the worker's process, s", lb, s["worker_cpu_s"]["B"]),
-        sec("wall - execute (the worker's per-job part), ms", la, s["overhead_ms"]["A"], 1),
-        sec("wall - execute (the worker's per-job part), ms", lb, s["overhead_ms"]["B"], 1),
+        *both("story wall time (handler calls), s", "wall_s"), *both("seconds per segment", "per_segment_s"),
+        ratio("story wall time", "ratio"),
+        *both("ComfyUI execute (timings_ms, summed), s", "execute_s"), ratio("execute", "ratio_execute"),
+        *both("CPU time, ComfyUI + worker, s", "cpu_s"), ratio("CPU time", "ratio_cpu"),
+        *both("  of which the worker's process, s", "worker_cpu_s"),
+        *both("wall - execute (the worker's per-job part), ms", "overhead_ms", 1),
         Row("frames of video", la, f"{seg['A'][-1]['frames']} in 1 MP4", "", "", f"= {a_frames}",
             report.verdict(all(x["frames"] == a_frames and x.get("length") == a_frames for x in seg["A"]))),
         Row("frames of video", lb, f"{seg['B'][-1]['frames']} in {n} MP4s", "", "", f"= {b_frames}",
