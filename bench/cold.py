@@ -255,7 +255,7 @@ class Cold:
 
 
 def run(bench: Any, scenarios: tuple[str, ...], i2v: bool = True) -> None:
-    cold = Cold(bench.tmp, log, i2v)
+    cold = Cold(bench.tmp, i2v)
     try:
         bench.results["cold"] = {"volume": cold.setup(), "runs": []}
         for name in scenarios:

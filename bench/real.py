@@ -221,7 +221,7 @@ def run(bench: Any, quick: bool, jobs_override: int | None,
     image.write_bytes(start_image(IMAGE_SIDE, IMAGE_SIDE))
     bench.results["input_image"] = {"format": "PNG", "width": IMAGE_SIDE, "height": IMAGE_SIDE,
                                     "bytes": image.stat().st_size}
-    comfy = RealComfyUI(bench.tmp, log)
+    comfy = RealComfyUI(bench.tmp)
     bench.results["real"] = []
     try:
         started = time.monotonic()

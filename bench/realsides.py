@@ -94,20 +94,11 @@ class RealWorkerSide:
         return {"ok": True, "graph": result["workflow"]}
 
 
-class RealFloorSide:
+class RealFloorSide(sides.ProtocolFloor):
     """The same job through nothing but ComfyUI's protocol: upload, websocket, prompt, history, view."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
-        import requests
-        import websocket
-
-        self.requests, self.websocket, self.cfg = requests, websocket, cfg
-        self.image = base64.b64encode(Path(cfg["image"]).read_bytes()).decode("ascii")
-        self.base = f"http://{cfg['comfy_host']}"
-        self.ws_url = f"ws://{cfg['comfy_host']}/ws"
-        self.comfy_dir = Path(cfg["comfy_dir"])
-        self.session = requests.Session()
-        self.client_id = str(uuid.uuid4())
+        super().__init__(cfg)
         self.template = json.dumps(cfg["graph"])
         self.titles = {node.get("_meta", {}).get("title"): node_id for node_id, node in cfg["graph"].items()}
 
@@ -128,46 +119,14 @@ class RealFloorSide:
                 node["inputs"]["filename_prefix"] = f"{folder}/{prefix}"
         return g
 
-    def wait_done(self, ws: Any, prompt_id: str) -> None:
-        """Read messages until `executing` null for our prompt (an execution_error fails the job)."""
-        for _ in range(1_000_000):  # bounded: a 128x128x5 run sends a few hundred messages
-            message = ws.recv()
-            if isinstance(message, str):
-                event = json.loads(message)
-                data = event.get("data") or {}
-                if event.get("type") == "execution_error" and data.get("prompt_id") == prompt_id:
-                    raise RuntimeError(f"execution error: {data.get('exception_message')}")
-                if (event.get("type") == "executing" and data.get("node") is None
-                        and data.get("prompt_id") == prompt_id):
-                    return
-        raise RuntimeError("no end of execution")
-
     def job(self, n: int) -> dict[str, Any]:
         prompt_id = str(uuid.uuid4())
         ext = self.cfg.get("ext", "png")
         name = f"wan_floor-{self.cfg['kind']}-{n}.png" if self.cfg["kind"] == "i2v" else f"wbf_{n}.{ext}"
         t0 = time.perf_counter()
-        image = base64.b64decode(self.image)
-        mime = "video/mp4" if ext == "mp4" else "image/png"
-        up = self.session.post(f"{self.base}/upload/image", files={"image": (name, image, mime)},
-                               data={"overwrite": "true"}, timeout=30)
-        up.raise_for_status()
-        uploaded = up.json()["name"]
-        graph = self.graph(n, uploaded, prompt_id)
-        ws = self.websocket.create_connection(f"{self.ws_url}?clientId={self.client_id}", timeout=600)
-        try:
-            t_post = time.perf_counter()
-            queued = self.session.post(f"{self.base}/prompt", json={"prompt": graph, "client_id": self.client_id,
-                                                                      "prompt_id": prompt_id}, timeout=30)
-            queued.raise_for_status()
-            t_queued = time.perf_counter()
-            self.wait_done(ws, prompt_id)
-            t_done = time.perf_counter()
-        finally:
-            ws.close()
-        entry = self.session.get(f"{self.base}/history/{prompt_id}", timeout=30).json()[prompt_id]
-        outs = [item for node_out in entry["outputs"].values() for item in node_out.get("images", [])
-                if item.get("type") == "output"]
+        uploaded = self.upload(name, "video/mp4" if ext == "mp4" else "image/png")
+        t_post, t_queued, t_done = self.execute(self.graph(n, uploaded, prompt_id), prompt_id, 600)
+        outs = self.outputs(prompt_id)
         t_transfer = time.perf_counter()
         texts = []
         for out in outs:

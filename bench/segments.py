@@ -202,7 +202,7 @@ def run(bench: Any, n_segments: int, quick: bool, rounds_override: int | None) -
                            "switch_step": SWITCH_STEP, "seed": SEED, "A": [], "B": [], "order": [], "join": [],
                            "first_segment_diff": [], "warmup": {}, "loadavg": []}
     bench.results["segments"] = out
-    comfy = RealComfyUI(bench.tmp, log)
+    comfy = RealComfyUI(bench.tmp)
     try:
         started = time.monotonic()
         comfy.start()

@@ -87,21 +87,68 @@ class WorkerSide:
 
 # -- the floor ----------------------------------------------------------------------------------
 
-class FloorSide:
-    """The same job through nothing but ComfyUI's protocol (and boto3 for S3)."""
+class ProtocolFloor:
+    """What every floor does, and nothing more: ComfyUI's protocol with requests and websocket-client."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         import requests
         import websocket
 
-        self.requests, self.websocket = requests, websocket
-        self.mode, self.size = cfg["mode"], cfg["size"]
+        self.requests, self.websocket, self.cfg = requests, websocket, cfg
         self.image = base64.b64encode(Path(cfg["image"]).read_bytes()).decode("ascii")
         self.base = f"http://{cfg['comfy_host']}"
         self.ws_url = f"ws://{cfg['comfy_host']}/ws"
         self.comfy_dir = Path(cfg["comfy_dir"])
         self.session = requests.Session()
         self.client_id = str(uuid.uuid4())
+
+    def upload(self, name: str, mime: str) -> str:
+        """Decode the job's base64 image and upload it, as the worker does; ComfyUI's name for it."""
+        up = self.session.post(f"{self.base}/upload/image", files={"image": (name, base64.b64decode(self.image), mime)},
+                               data={"overwrite": "true"}, timeout=30)
+        up.raise_for_status()
+        return up.json()["name"]
+
+    def execute(self, graph: dict[str, Any], prompt_id: str, ws_timeout: float) -> tuple[float, float, float]:
+        """Queue the graph and read the websocket until it ran: (posted, queued, done) perf_counter times."""
+        ws = self.websocket.create_connection(f"{self.ws_url}?clientId={self.client_id}", timeout=ws_timeout)
+        try:
+            t_post = time.perf_counter()
+            queued = self.session.post(f"{self.base}/prompt", json={"prompt": graph, "client_id": self.client_id,
+                                                                      "prompt_id": prompt_id}, timeout=30)
+            queued.raise_for_status()
+            t_queued = time.perf_counter()
+            self.wait_done(ws, prompt_id)
+            return t_post, t_queued, time.perf_counter()
+        finally:
+            ws.close()
+
+    def wait_done(self, ws: Any, prompt_id: str) -> None:
+        """Read messages until `executing` null for our prompt (an execution_error fails the job)."""
+        for _ in range(1_000_000):  # bounded: a 128x128x5 run sends a few hundred messages
+            message = ws.recv()
+            if isinstance(message, str):
+                event = json.loads(message)
+                data = event.get("data") or {}
+                if event.get("type") == "execution_error" and data.get("prompt_id") == prompt_id:
+                    raise RuntimeError(f"execution error: {data.get('exception_message')}")
+                if (event.get("type") == "executing" and data.get("node") is None
+                        and data.get("prompt_id") == prompt_id):
+                    return
+        raise RuntimeError("no end of execution")
+
+    def outputs(self, prompt_id: str) -> list[dict[str, Any]]:
+        entry = self.session.get(f"{self.base}/history/{prompt_id}", timeout=30).json()[prompt_id]
+        return [item for node_out in entry["outputs"].values() for item in node_out.get("images", [])
+                if item.get("type") == "output"]
+
+
+class FloorSide(ProtocolFloor):
+    """The same job through nothing but ComfyUI's protocol (and boto3 for S3)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.mode, self.size = cfg["mode"], cfg["size"]
         graph = json.loads(Path(cfg["workflow"]).read_text())
         self.template = json.dumps(graph)
         self.ids = {node["_meta"]["title"]: node_id for node_id, node in graph.items()}
@@ -135,34 +182,10 @@ class FloorSide:
     def job(self, n: int) -> dict[str, Any]:
         prompt_id = str(uuid.uuid4())
         t0 = time.perf_counter()
-        image = base64.b64decode(self.image)
-        up = self.session.post(f"{self.base}/upload/image", files={"image": (f"floor_{n}.jpg", image, "image/jpeg")},
-                               data={"overwrite": "true"}, timeout=30)
-        up.raise_for_status()
-        uploaded = up.json()["name"]
+        uploaded = self.upload(f"floor_{n}.jpg", "image/jpeg")
         graph = self.graph(uploaded, f"bench-floor/{prompt_id}/floor")
-        ws = self.websocket.create_connection(f"{self.ws_url}?clientId={self.client_id}", timeout=30)
-        try:
-            queued = self.session.post(f"{self.base}/prompt", json={"prompt": graph, "client_id": self.client_id,
-                                                                      "prompt_id": prompt_id}, timeout=30)
-            queued.raise_for_status()
-            t_queued = time.perf_counter()
-            for _ in range(100_000):  # bounded: an instant run sends a few dozen messages
-                message = ws.recv()
-                if isinstance(message, str):
-                    event = json.loads(message)
-                    data = event.get("data") or {}
-                    if (event.get("type") == "executing" and data.get("node") is None
-                            and data.get("prompt_id") == prompt_id):
-                        break
-            else:
-                raise RuntimeError("no end of execution")
-            t_done = time.perf_counter()
-        finally:
-            ws.close()
-        entry = self.session.get(f"{self.base}/history/{prompt_id}", timeout=30).json()[prompt_id]
-        out = next(item for node_out in entry["outputs"].values() for item in node_out.get("images", [])
-                   if item["filename"].endswith(".mp4"))
+        _, t_queued, t_done = self.execute(graph, prompt_id, 30)
+        out = next(item for item in self.outputs(prompt_id) if item["filename"].endswith(".mp4"))
         params = {"filename": out["filename"], "subfolder": out["subfolder"], "type": out["type"]}
         t_transfer = time.perf_counter()
         if self.mode == "base64":

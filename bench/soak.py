@@ -210,7 +210,7 @@ def run(bench: Any, n_jobs: int) -> None:
     if n_jobs < 2 * len(MIX):
         raise BenchError(f"--soak needs at least {2 * len(MIX)} jobs (two rounds of the mix)")
     assets = Assets(b64(start_image(SIDE, SIDE)), b64(start_image(96, 160)), PROMPT, NEGATIVE)
-    comfy = RealComfyUI(bench.tmp, log)
+    comfy = RealComfyUI(bench.tmp)
     records: list[dict[str, Any]] = []
     bench.results["soak"] = {"jobs": n_jobs, "records": records}
     try:
