@@ -1,18 +1,5 @@
-"""`python -m bench [--quick] [--json PATH] [--comfyui]`: the worker's cost per job, against its budgets.
-
-For MP4 outputs of 1, 10 and 50 MB, delivered as base64 and to S3 (rclone on 127.0.0.1), the same
-jobs run through the worker's handler() and through a bare protocol client (the floor), alternately,
-each side in its own process, against a stand-in ComfyUI (own process) that finishes instantly.
-Then the volume check (six sparse stand-in files, cold and warm) and readiness (stand-in booting;
-time from its first possible answer to ComfyClient.wait_until_ready() returning). Prints one
-Markdown table of results, budgets and pass/miss. See docs/performance.md.
-
-`--comfyui`: the worker against the floor on the real ComfyUI with tiny models (bench/real.py).
-`--profile`: cProfile and tracemalloc of handler() per job, in this process (bench/profile.py).
-`--segments [N]`: a story of N segments in one job against N jobs chained by hand, on the real
-ComfyUI with tiny models (bench/segments.py).
-`--postprocess`: RIFE and Real-ESRGAN per frame and their FLOPs at their real sizes (bench/postprocess.py).
-"""
+"""`python -m bench [MODE] [--quick] [--json PATH]`: the worker's costs against its budgets, one
+benchmark per mode (see --help); figures and method in docs/performance.md, runs in bench/results/."""
 from __future__ import annotations
 
 import argparse

@@ -1,29 +1,8 @@
-"""`python -m bench --cold`: the first job of a fresh worker on a slow network volume.
-
-The real ComfyUI with tests/tinywan's models, each file of the i2v-14b set padded (one extra
-tensor, a hole on the local disk) so the set reads `PAD_TOTAL` bytes in the proportions of the real
-38 GB set, served through bench/fusevol.py (LATENCY_S per read request, BANDWIDTH bytes/s: a
-network volume). For each scenario the whole container start runs as in production: `bash
-entrypoint.sh` (volume report, ComfyUI, the worker serving RunPod's local API), with the page
-cache dropped first (`echo 3 > /proc/sys/vm/drop_caches`, here only), and one I2V job (128x128, 5
-frames, 2 steps):
-
-* `cold`: the first job is sent as soon as ComfyUI answers (a job that woke the worker up).
-* `prefetch`: the same with PREFETCH_MODELS=i2v-14b.
-* `warm-up`: WARMUP=i2v; the first job is sent when the warm-up is done (a worker started ahead
-  of demand: FlashBoot, active workers).
-* `hot`: the model files read into the page cache before the start: the CPU part of model loading.
-
-ComfyUI runs with --disable-mmap here: it then copies every tensor of a file as it loads it, so it
-reads every byte, the padding too, as it reads every byte of a real model when it moves the
-weights to the GPU. (With mmap and no GPU, tensors nobody uses, like the padding, are never read.)
-
-The first job is a loading job (workflow mode: the I2V graph's six loader nodes alone, see
-load_graph): its `execute` is the first job's model loading without the text encode and sampling,
-which on 2 shared CPU cores take minutes and would drown the reading. Then an I2V job (128x128, 5
-frames, 2 steps; `--load-only` skips it) shows the whole first job and its `model_load`. The floor
-is the volume's own limit, bytes / bandwidth.
-"""
+"""`python -m bench --cold`: the first job of a fresh worker on a slow network volume (bench/
+fusevol.py: 2 ms a read request, 400 MB/s), the i2v-14b set's tiny models padded to 2 GB, the whole
+container start (`bash entrypoint.sh`) with the page cache dropped: cold, with PREFETCH_MODELS,
+with WARMUP, and hot. A loading job (the I2V graph's loader nodes) measures reading apart from the
+CPU-bound sampling; then one I2V job. Method and runs: bench/results/cold-start.md."""
 from __future__ import annotations
 
 import contextlib
@@ -39,9 +18,8 @@ from typing import Any, Callable
 
 import requests
 
-from .harness import Mode, log
 from . import REPO, fusevol
-from .procs import BenchError
+from .harness import BenchError, Mode, log, markdown
 
 LATENCY_S = 0.002
 BANDWIDTH = 400 * fusevol.MB
@@ -195,30 +173,19 @@ class Cold:
                 out["warmup_done_s"] = round(time.monotonic() - started, 1)
             fuse_pid = self.volume.proc.pid if self.volume and self.volume.proc else 0
             served = served_bytes(fuse_pid)
-            sent = time.monotonic()
-            body = requests.post(f"{api}/runsync", json={"input": {"workflow": load_graph()}},
-                                 timeout=JOB_TIMEOUT_S).json()
-            result = body.get("output") or {}
-            if body.get("status") != "COMPLETED" or "timings_ms" not in result:
-                raise BenchError(f"{name}: the loading job failed: {str(body)[:500]} (log {log_path})")
-            out["load_sent_s"] = round(sent - started, 1)
-            out["load_s"] = round(result["timings_ms"]["execute"] / 1000, 2)
-            out["load_volume_gb"] = round((served_bytes(fuse_pid) - served) / 1e9, 2)
+            result = self.runsync(api, {"workflow": load_graph()}, started, log_path)
+            out.update(load_sent_s=result.pop("sent_s"), load_s=round(result["timings_ms"]["execute"] / 1000, 2),
+                       load_volume_gb=round((served_bytes(fuse_pid) - served) / 1e9, 2))
             if self.i2v:
                 import base64
-                job = {"image": base64.b64encode(start_image(128, 128)).decode(), "prompt": PROMPT,
-                   "negative_prompt": NEGATIVE, "width": 128, "height": 128, "length": 5, "steps": 2, "seed": 5,
+
+                job = {"image": base64.b64encode(start_image(128, 128)).decode(), "prompt": PROMPT, "seed": 5,
+                       "negative_prompt": NEGATIVE, "width": 128, "height": 128, "length": 5, "steps": 2,
                        "output": "base64"}
-                sent = time.monotonic()
-                body = requests.post(f"{api}/runsync", json={"input": job}, timeout=JOB_TIMEOUT_S).json()
-                out["job_sent_s"] = round(sent - started, 1)
-                out["job_done_s"] = round(time.monotonic() - started, 1)
-                result = body.get("output") or {}
-                if body.get("status") != "COMPLETED" or "timings_ms" not in result:
-                    raise BenchError(f"{name}: the job failed: {str(body)[:500]} (log {log_path})")
-                out["model_load_s"] = round(result["timings_ms"].get("model_load", float("nan")) / 1000, 2)
-                out["execute_s"] = round(result["timings_ms"]["execute"] / 1000, 2)
-                out["warm"] = result.get("warm")
+                result = self.runsync(api, job, started, log_path)
+                out.update(job_sent_s=result["sent_s"], job_done_s=round(time.monotonic() - started, 1),
+                           model_load_s=round(result["timings_ms"].get("model_load", float("nan")) / 1000, 2),
+                           execute_s=round(result["timings_ms"]["execute"] / 1000, 2), warm=result.get("warm"))
             text = log_path.read_text(errors="replace")
             done = [ln for ln in text.splitlines() if ln.startswith("[prefetch] done:")]
             if done:
@@ -234,6 +201,16 @@ class Cold:
                 proc.wait(5)
         self.log(f"{name}: {out}")
         return out
+
+    @staticmethod
+    def runsync(api: str, job_input: dict[str, Any], started: float, log_path: Path) -> dict[str, Any]:
+        """One job through the worker's local API; its output, with when it was sent (s after the start)."""
+        sent = round(time.monotonic() - started, 1)
+        body = requests.post(f"{api}/runsync", json={"input": job_input}, timeout=JOB_TIMEOUT_S).json()
+        result = body.get("output") or {}
+        if body.get("status") != "COMPLETED" or "timings_ms" not in result:
+            raise BenchError(f"a job failed: {str(body)[:500]} (log {log_path})")
+        return {**result, "sent_s": sent}
 
     def _set_paths(self) -> list[Path]:
         from wan_worker.models import MODEL_SETS
@@ -269,20 +246,15 @@ def table(results: dict[str, Any]) -> str:
     vol, runs = cold.get("volume") or {}, {r["scenario"]: r for r in cold.get("runs", [])}
     floor = vol.get("floor_s", float("nan"))
     hot = runs.get("hot", {}).get("load_s")
+    head = ["scenario", "worker API up, s", "ComfyUI up, s", "loading job sent, s", "its model loading, s", "x floor",
+            "read from the volume meanwhile, GB", "I2V job: model_load, s", "I2V job done, s", "warm"]
+    rows = [[name, *(str(r.get(k, "")) for k in ("api_ready_s", "comfy_ready_s", "load_sent_s", "load_s")),
+             f"{r.get('load_s', float('nan')) / floor:.2f}",
+             *(str(r.get(k, "")) for k in ("load_volume_gb", "model_load_s", "job_done_s", "warm"))]
+            for name, r in ((n, runs[n]) for n in SCENARIOS if n in runs)]
     lines = [f"Volume: the i2v-14b set padded to {vol.get('set_bytes', 0) / 1e9:.2f} GB, {vol.get('latency_ms')} ms a "
-             f"read request, {vol.get('bandwidth_mb_s')} MB/s: floor (size / bandwidth) {floor:.2f} s",
-             "",
-             "| scenario | worker API up, s | ComfyUI up, s | loading job sent, s | its model loading, s | "
-             "x floor | read from the volume meanwhile, GB | I2V job: model_load, s | I2V job done, s | warm |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in SCENARIOS:
-        r = runs.get(name)
-        if not r:
-            continue
-        load = r.get("load_s", float("nan"))
-        lines.append(f"| {name} | {r.get('api_ready_s')} | {r.get('comfy_ready_s')} | {r.get('load_sent_s')} | {load} | "
-                     f"{load / floor:.2f} | {r.get('load_volume_gb')} | {r.get('model_load_s', '')} | "
-                     f"{r.get('job_done_s', '')} | {r.get('warm', '')} |")
+             f"read request, {vol.get('bandwidth_mb_s')} MB/s: floor (size / bandwidth) {floor:.2f} s", "",
+             markdown(head, rows, pad=False)]
     if hot is not None:
         lines.append(f"\nhot (every file in the page cache): {hot} s of loading is CPU (building the models, "
                      "copying the tensors), not reading")

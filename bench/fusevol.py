@@ -1,19 +1,9 @@
-"""A slow network volume on this machine: a read-only FUSE passthrough of a folder that makes every
-read request wait a fixed latency and shares a capped bandwidth between all requests.
-
-RunPod's network volumes are network filesystems: each read request costs a round trip, and the
-volume streams at a bounded rate. ComfyUI reads safetensors through mmap page faults, a few
-hundred KB per request, so on such a volume its model loading is latency-bound. This simulation
-is how `make bench BENCH_ARGS=--cold` shows that (and what prefetch and warm-up do about it).
-
-The model of one request: it reaches the "server" after `latency_s`, then waits for the link,
-which transfers one request at a time at `bandwidth` bytes/s. Many requests in flight therefore
-hide the latency; one at a time pays it every time.
-
-Needs /dev/fuse, libfuse 3 (Debian's `fuse3`: fusermount3 and libfuse3.so) and mfusepy (the
-test extra). `python -m bench.fusevol ROOT MOUNTPOINT [--latency-ms 2] [--mbps 400]` serves in the
-foreground until unmounted (`fusermount3 -u MOUNTPOINT`) or SIGTERM; `SlowVolume` does both for code.
-"""
+"""A slow network volume on this machine: a read-only FUSE passthrough of a folder whose every read
+request waits a fixed latency, then shares one capped link (one request at a time at `bandwidth`
+bytes/s), so many requests in flight hide the latency and one at a time pays it every time, as on
+RunPod's network volumes. Needs /dev/fuse, libfuse 3 (Debian's `fuse3`) and mfusepy (the test
+extra). `python -m bench.fusevol ROOT MOUNTPOINT [--latency-ms 2] [--mbps 400]` serves until
+unmounted or SIGTERM; `SlowVolume` does both for code (`make bench BENCH_ARGS=--cold`)."""
 from __future__ import annotations
 
 import argparse

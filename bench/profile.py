@@ -1,22 +1,8 @@
-"""`python -m bench --profile [--quick]`: where a job's milliseconds and megabytes go inside handler().
-
-The ratio benches (`python -m bench`, `--comfyui`) say how much a job costs next to a bare client;
-this says what inside the worker costs it. handler() runs in THIS process (so cProfile and
-tracemalloc see it) against stand-in ComfyUIs (tests/fakecomfy, own processes, instant, light on
-CPU) and rclone's S3, all on 127.0.0.1. Cases:
-
-* `I2V small`: an 832x480 JPEG as base64, the bundled I2V graph, the fixture MP4 (~6 kB) as base64;
-* `MP4 10 MB base64`: workflow mode, LoadVideo -> SaveVideo, a 10 MB MP4 sent as base64 in `images`,
-  the stand-in's 10 MB MP4 back as base64 (the shape of `--comfyui`'s `10 MB MP4 in + out`);
-* `MP4 10 MB s3`: the same, the output uploaded to S3.
-
-Per case, after warm-up jobs: N jobs timed bare (wall time; peak RSS per job, VmHWM reset through
-/proc/self/clear_refs), N jobs under cProfile (per job: the pipeline's parts by cumulative time,
-the top functions by own and by cumulative time), and a few jobs under tracemalloc: the traced
-peak per job and the blocks alive at that peak, in multiples of the payload (how many copies of
-it exist at once). A profile hook takes a snapshot whenever the traced memory reaches a new high
-at a function's return, which is where a new copy of the payload first coexists with the old.
-"""
+"""`python -m bench --profile [--quick]`: where a job's milliseconds and megabytes go inside
+handler(), run in THIS process (so cProfile and tracemalloc see it) against stand-in ComfyUIs and
+rclone's S3: per case, jobs timed bare, under cProfile (the pipeline's parts, the top functions)
+and under tracemalloc (the peak and the blocks alive at it, in payloads). Method:
+bench/results/profile.md."""
 from __future__ import annotations
 
 import base64
@@ -34,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .harness import Mode, log
-from . import procs
+from .harness import MB, BenchError, Mode, log, memory
 from .real import video_graph
-from .report import MB
 
 PROMPT = "the dragon turns its head slowly toward the camera, cinematic light"
 PAYLOAD_MB = 10
@@ -106,7 +90,7 @@ class Side:
     def job(self, job: dict[str, Any]) -> dict[str, Any]:
         result = self.handle(job, lambda: self.worker)
         if "error" in result:
-            raise procs.BenchError(f"job {job['id']} failed: {result.get('error_code')}: {result['error']}")
+            raise BenchError(f"job {job['id']} failed: {result.get('error_code')}: {result['error']}")
         return result
 
     def tidy(self, job: dict[str, Any], result: dict[str, Any]) -> None:
@@ -135,7 +119,7 @@ def rss_peak_reset() -> int:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-    return procs.memory()["rss"]
+    return memory()["rss"]
 
 
 def timed(side: Side, case: Case, text: str, jobs: int, start: int) -> dict[str, Any]:
@@ -147,7 +131,7 @@ def timed(side: Side, case: Case, text: str, jobs: int, start: int) -> dict[str,
         t0 = time.perf_counter()
         result = side.job(job)
         walls.append((time.perf_counter() - t0) * 1000)
-        rss.append(procs.memory()["hwm"] - before)
+        rss.append(memory()["hwm"] - before)
         side.tidy(job, result)
         del result
     return {"wall_ms": statistics.median(walls), "wall_min_ms": min(walls),

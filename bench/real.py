@@ -1,33 +1,15 @@
-"""`python -m bench --comfyui [--quick]`: worker versus bare client on the REAL ComfyUI (tiny models).
-
-The same comparison as the stand-in bench (each side in its own warm process, alternating job by
-job, ABBA, overhead = wall - ComfyUI's execute), against a real ComfyUI started here on 127.0.0.1
-with tests/tinywan's models (the real-ComfyUI test tier's helpers: tests/comfyui/conftest.py):
-
-* `instant`: workflow mode, a 128x128 PNG in, LoadImage -> SaveImage, a ~30 kB PNG out: ComfyUI's
-  work is near zero, so the overhead is all protocol and bookkeeping.
-* `10 MB PNG`: workflow mode, the same PNG scaled to 2048x2080 with noise added, saved as a ~10 MB
-  PNG (each job uploads under its own name, so ComfyUI does all of it every job).
-* `I2V 128x128x5`: the bundled Wan2.2 graph through handler() in I2V mode; the floor sends the graph
-  the worker builds (its dry run), with the same image, seed and a save folder of its own.
-
-ComfyUI's interpreter and checkout default to .venv-comfyui/bin/python and ../shared/comfyui/src
-(relative to the repository), overridable by COMFY_PYTHON and COMFYUI_DIR, as in the test tier.
-One prompt pair for the whole run (ComfyUI caches encodings; --cache-lru keeps them), so the first
-I2V warm-up job pays the cold text encode (1-2.5 min on 2 cores) and no measured job does.
-"""
+"""`python -m bench --comfyui [--quick]`: the worker against the floor on the REAL ComfyUI (tiny
+models), as `python -m bench` does on the stand-in: an instant LoadImage -> SaveImage job, a ~10 MB
+PNG made in ComfyUI, 10 MB PNG and MP4 inputs sent back, and the bundled I2V graph at 128x128x5
+(the floor sends the graph the worker builds). Method and runs: bench/results/real-comfyui.md."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .harness import Mode, log
-from . import procs, report
-from .procs import BenchError, clean_env
-from .report import MB, Row, summarize, summary
+from .harness import MB, RATIO, Mode, RealComfyUI, Row, breakdown, compare, log, render, stat_row, verdict
 
 IMAGE_SIDE = 128
 NOISE_SIZE = (2048, 2080)  # noise at strength 0.5 in a PNG: ~10.0 MB (calibrated on ComfyUI 0.3.64)
@@ -100,122 +82,9 @@ CONFIGS: list[tuple[str, str, Callable[[], dict[str, Any]] | None, int, tuple[in
 ]
 
 
-class RealComfyUI:
-    """One real ComfyUI for the run: a copy of the checkout, tiny models on a temporary volume."""
-
-    def __init__(self, tmp: Path) -> None:
-        from tests.comfyui.conftest import comfy_python, comfyui_dir
-
-        self.tmp, self.log = tmp, log
-        self.python, self.src = comfy_python(), comfyui_dir()
-        if not (self.src / "main.py").is_file():
-            raise BenchError(f"no ComfyUI checkout at {self.src}: set COMFYUI_DIR")
-        if not self.python.is_file():
-            raise BenchError(f"no ComfyUI interpreter at {self.python}: set COMFY_PYTHON "
-                             "(scripts/comfyui-venv.sh makes .venv-comfyui)")
-        self.proc: Any = None
-        self.port = 0
-
-    def start(self) -> None:
-        """Make the volume and the ComfyUI copy, then launch it."""
-        from tests.comfyui.conftest import copy_comfyui, make_tiny_models, volume_yaml
-        from tests.conftest import free_port
-
-        self.models = self.tmp / "runpod-volume" / "runpod-slim" / "ComfyUI" / "models"
-        make_tiny_models(self.python, self.models)
-        self.yaml = volume_yaml(self.tmp / "extra_model_paths.yaml", self.tmp / "runpod-volume", self.tmp / "workspace")
-        self.comfy_dir = copy_comfyui(self.src, self.tmp / "comfyui")
-        self.port = free_port()
-        self.log_path = self.tmp / "logs" / "comfyui.log"
-        self.pid_file = self.tmp / "comfyui.pid"
-        self.launch()
-
-    def launch(self) -> None:
-        """Start ComfyUI on this port with these folders (again, after a kill) and wait until it answers."""
-        from tests.comfyui.conftest import start_comfyui, wait_ready
-
-        self.proc = start_comfyui(self.python, self.comfy_dir, self.port, self.yaml, self.log_path)
-        self.pid_file.write_text(str(self.proc.pid))
-        try:
-            wait_ready(f"http://{self.host}", self.proc, self.log_path)
-        except RuntimeError as exc:
-            raise BenchError(str(exc)) from None
-        self.log(f"real ComfyUI (pid {self.proc.pid}) at {self.host}; log {self.log_path}")
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        """SIGKILL ComfyUI's whole process group, as a crash or the OOM killer would."""
-        import signal
-
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(15)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            from tests.comfyui.conftest import stop_group
-
-            stop_group(self.proc)
-            self.proc = None
-
-
-def worker_env(comfy: RealComfyUI) -> dict[str, str]:
-
-    env = clean_env()
-    env.update({"COMFY_HOST": comfy.host, "COMFY_DIR": str(comfy.comfy_dir), "COMFY_PID_FILE": str(comfy.pid_file),
-                "EXTRA_MODEL_PATHS": str(comfy.yaml), "COMFY_START_TIMEOUT_S": "60",
-                "JOB_TIMEOUT_S": str(JOB_TIMEOUT_S), "LOG_LEVEL": "INFO"})
-    return env
-
-
-def run_config(bench: Any, comfy: RealComfyUI, image: Path, label: str, kind: str,
-               make_graph: Callable[[], dict[str, Any]] | None, warmup: int, jobs: int,
-               log: Callable[[str], None]) -> dict[str, Any]:
-    from tests.comfyui.conftest import NEGATIVE, PROMPT
-
-
-    cfg: dict[str, Any] = {"kind": kind, "image": str(image), "comfy_host": comfy.host,
-                           "comfy_dir": str(comfy.comfy_dir), "prompt": PROMPT, "negative": NEGATIVE}
-    if make_graph is not None:
-        cfg.update(graph=make_graph(), load_node="1", ext=image.suffix[1:],
-                   load_input="file" if image.suffix == ".mp4" else "image")
-    tag = label.replace(" ", "")
-    worker = procs.python_child(f"worker-{tag}", "bench.realsides", ["worker", json.dumps(cfg)], worker_env(comfy),
-                                bench.logs)
-    floor = None
-    try:
-        baseline = worker.recv(120)["memory"]
-        if kind == "i2v":  # the floor sends exactly the graph the worker builds
-            answer = worker.call({"cmd": "graph"})
-            if not answer.get("ok"):
-                raise BenchError(f"the worker's dry run failed: {answer.get('error')}")
-            cfg["graph"] = answer["graph"]
-        floor = procs.python_child(f"floor-{tag}", "bench.realsides", ["floor", json.dumps(cfg)], clean_env(),
-                                   bench.logs)
-        floor_baseline = floor.recv(120)["memory"]
-        samples = procs.alternate(worker, floor, warmup, jobs, JOB_TIMEOUT_S, log)
-        memory = worker.call({"cmd": "memory"})["memory"]
-        floor_memory = floor.call({"cmd": "memory"})["memory"]
-    finally:
-        worker.stop()
-        if floor is not None:
-            floor.stop()
-    size = int(summary([s["bytes"] for s in samples["worker"]])["median"])
-    result = summarize(size / MB, size, "base64", samples, baseline, memory, floor_baseline, floor_memory)
-    result["label"] = label
-    result["floor_bytes"] = int(summary([s["bytes"] for s in samples["floor"]])["median"])
-    log(f"{label}: worker overhead {result['worker']['overhead_ms']['median']:.1f} ms, floor "
-        f"{result['floor']['overhead_ms']['median']:.1f} ms, ratio {result['ratio']:.2f}; peak "
-        f"{memory['hwm'] / MB:.1f} MB (floor {floor_memory['hwm'] / MB:.1f} MB)")
-    return result
-
-
-def run(bench: Any, quick: bool, jobs_override: int | None,
-        labels: tuple[str, ...] = ()) -> None:
+def run(bench: Any, quick: bool, jobs_override: int | None, labels: tuple[str, ...] = ()) -> None:
     """Start the real ComfyUI, run every configuration, stop it; results in bench.results['real']."""
-    from tests.comfyui.conftest import start_image
+    from tests.comfyui.conftest import NEGATIVE, PROMPT, start_image
 
     image = bench.tmp / "start.png"
     image.write_bytes(start_image(IMAGE_SIDE, IMAGE_SIDE))
@@ -230,12 +99,23 @@ def run(bench: Any, quick: bool, jobs_override: int | None,
         for label, kind, make_graph, warmup, (full, short), make_input in CONFIGS:
             if labels and label not in labels:
                 continue
-            jobs = jobs_override or (short if quick else full)
-            warm = 1 if quick else warmup
+            jobs, warm = jobs_override or (short if quick else full), 1 if quick else warmup
             log(f"{label}: {warm} warm-up + {jobs} measured jobs per side")
-            config_image = make_input(bench.tmp / "input.png") if make_input else image
-            bench.results["real"].append(run_config(bench, comfy, config_image, label, kind, make_graph, warm,
-                                                    jobs, log))
+            path = make_input(bench.tmp / "input.png") if make_input else image
+            cfg: dict[str, Any] = {"tag": label.replace(" ", ""), "image": str(path), "comfy_host": comfy.host,
+                                   "comfy_dir": str(comfy.comfy_dir)}
+            if make_graph is None:
+                cfg["input"] = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "width": IMAGE_SIDE,
+                                "height": IMAGE_SIDE, "length": 5, "output": "base64"}
+            else:
+                cfg.update(graph=make_graph(), load_node="1", load_input="file" if path.suffix == ".mp4" else "image")
+            result = compare(bench, cfg["tag"], cfg, comfy.worker_env(JOB_TIMEOUT_S), warm, jobs, JOB_TIMEOUT_S)
+            result.update(label=label, size_mb=result["size"] / MB, mode="base64")
+            bench.results["real"].append(result)
+            wm, fm = result["worker_memory"], result["floor_memory"]
+            log(f"{label}: worker overhead {result['worker']['overhead_ms']['median']:.1f} ms, floor "
+                f"{result['floor']['overhead_ms']['median']:.1f} ms, ratio {result['ratio']:.2f}; peak "
+                f"{wm['peak'] / MB:.1f} MB (floor {fm['peak'] / MB:.1f} MB)")
     finally:
         comfy.stop()
 
@@ -250,12 +130,12 @@ def rows(config: dict[str, Any]) -> list[Row]:
     wm, fm = config["worker_memory"], config["floor_memory"]
     out_mb = config["size"] / MB
     return [
-        report._stat_row("handler wall time, ms", label, w["wall_ms"]),
-        report._stat_row("ComfyUI execute (timings_ms), ms", label, w["execute_ms"]),
-        report._stat_row("worker overhead = wall - execute, ms", label, w["overhead_ms"]),
-        report._stat_row("floor overhead (bare client), ms", label, f["overhead_ms"]),
-        Row("ratio worker / floor overhead", label, f"{ratio:.2f}", "", "", f"<= {report.RATIO:.2f}",
-            report.verdict(ratio <= report.RATIO)),
+        stat_row("handler wall time, ms", label, w["wall_ms"]),
+        stat_row("ComfyUI execute (timings_ms), ms", label, w["execute_ms"]),
+        stat_row("worker overhead = wall - execute, ms", label, w["overhead_ms"]),
+        stat_row("floor overhead (bare client), ms", label, f["overhead_ms"]),
+        Row("ratio worker / floor overhead", label, f"{ratio:.2f}", "", "", f"<= {RATIO:.2f}",
+            verdict(ratio <= RATIO)),
         Row("output (base64 delivered)", label, f"{out_mb:.2f} MB" if out_mb >= 0.1 else f"{out_mb * 1000:.1f} kB",
             "", "", "", ""),
         Row("peak memory (VmHWM) worker / floor", label, f"{wm['peak'] / MB:.1f} / {fm['peak'] / MB:.1f} MB",
@@ -264,35 +144,24 @@ def rows(config: dict[str, Any]) -> list[Row]:
             f"{wm['baseline_rss'] / MB:.1f} / {fm['baseline_rss'] / MB:.1f} MB", "", "", "", ""),
         Row("  peak - baseline worker / floor", label,
             f"{wm['peak_minus_baseline'] / MB:.1f} / {fm['peak_minus_baseline'] / MB:.1f} MB", "", "",
-            "worker <= floor", report.verdict(wm["peak_minus_baseline"] <= fm["peak_minus_baseline"] + MB)),
+            "worker <= floor", verdict(wm["peak_minus_baseline"] <= fm["peak_minus_baseline"] + MB)),
     ]
 
 
 def table(results: dict[str, Any]) -> str:
-    return report.render([r for config in results.get("real", []) for r in rows(config)])
-
-
-def breakdown(results: dict[str, Any]) -> str:
-    return report.breakdown({"jobs": [{**c, "size_mb": c["label"], "mode": ""} for c in results.get("real", [])]},
-                            label=lambda c: c["label"])
+    return render([r for config in results.get("real", []) for r in rows(config)])
 
 
 def verdicts(results: dict[str, Any]) -> list[tuple[str, bool]]:
-    return [(f"ratio {c['label']}", c["ratio"] <= report.RATIO) for c in results.get("real", [])]
-
-
-def environment_note() -> str:
-    return (f"ComfyUI: {os.environ.get('COMFYUI_DIR') or '../shared/comfyui/src'} run by "
-            f"{os.environ.get('COMFY_PYTHON') or '.venv-comfyui/bin/python'}")
+    return [(f"ratio {c['label']}", c["ratio"] <= RATIO) for c in results.get("real", [])]
 
 
 MODE = Mode(
     title="bench on the real ComfyUI",
     run=lambda b, a: run(b, a.quick, a.jobs, tuple(c for c in (a.configs or "").split(",") if c)),
-    sections=lambda r: [table(r), "Median ms per handler phase (timings_ms; unaccounted = wall - phases), and the "
-                                  "floor's transfer:\n" + breakdown(r)],
+    sections=lambda r: [table(r), breakdown(r.get("real", []), lambda c: c["label"])],
     verdicts=verdicts, word="targets",
     detail=lambda a, r: f"ComfyUI up in {r.get('comfyui_start_s', 0):.0f} s; ",
-    note=lambda r: f"{environment_note()}; start image: 128x128 PNG, "
+    note=lambda r: f"{RealComfyUI.note()}; start image: 128x128 PNG, "
                    f"{r.get('input_image', {}).get('bytes', 0) / 1000:.1f} kB",
 )

@@ -1,36 +1,8 @@
-"""`python -m bench --segments [N]`: a story of N segments in one job against N chained jobs, on the REAL ComfyUI.
-
-Two ways to tell the same story of N parts (default 3), each part 5 frames at 128x128, 2 steps
-(switch_step 1), through one warm worker process (bench/soakside.py: handler() as deployed,
-sharing ComfyUI's folders) and one real ComfyUI with tests/tinywan's models (bench/real.py's
-RealComfyUI, `--cpu --cache-lru 64`):
-
-* A, one job with `segments`: `[{}, {}, {}]`, seed 7 (segment k takes seed 7 + k), one graph,
-  one MP4 of 5 + 4 + 4 = 13 frames (each later segment starts from the frame before it, which the
-  join drops).
-* B, N jobs chained by hand, as a user does without `segments`: job 1 from the start image, job
-  k + 1's `image` is job k's `last_frame` (base64 PNG, `return_last_frame: true` on every job but
-  the last), seeds 7 + k, the same prompts, size, length and steps. N MP4s of 5 frames (15 in all,
-  13 once the user drops the repeated first frames and joins them).
-
-Both sides generate the same latents per segment (5 frames each: a later segment's first frame is
-its start image). The prompts are the same on both sides, so every text encode comes from ComfyUI's
-cache after the warm-up (one job of each side first, untimed: the first one pays the cold encode).
-Then R rounds (default 3, `--quick` 1, `--jobs R`), alternating which side goes first (AB, BA, ...),
-so a drift in the machine's load falls on both alike. Each job has an id of its own (the worker
-uploads its image under that name), so ComfyUI samples every job anew.
-
-Per side and round: the story's wall time (handler call to result, summed over B's jobs; the
-bench's own work between B's jobs is not counted), ComfyUI's `execute` (timings_ms) and the rest
-(the worker's per-job cost), per phase, and the CPU seconds ComfyUI's process and the worker's
-spent on it (/proc/PID/stat): on a shared machine wall time moves with the neighbours' load, CPU
-time much less, so B/A is given for both. Every MP4 is decoded (PyAV): its frames are counted and
-looked at. Untimed against the sides: what joining B's MP4s costs the user (decode, drop the
-repeated first frames, encode one MP4 with libx264, in this process), and how far segment 1 of A is
-from job 1 of B (the same seed and start image: the same frames, within CPU noise and H.264).
-
-The worker refuses sides below 128 (request.MIN_SIDE), so 128x128 is the smallest job there is.
-"""
+"""`python -m bench --segments [N]`: a story of N segments (default 3) told two ways on the REAL
+ComfyUI through one warm worker: A, one job with `segments`; B, N jobs chained by hand through
+`return_last_frame`, as a user does without it. Same seeds, prompts, size, length and steps;
+rounds alternate who goes first. Per side: wall time, ComfyUI's execute, the worker's part, CPU
+seconds; every MP4 decoded and its frames counted. Method and runs: bench/results/segments.md."""
 from __future__ import annotations
 
 import base64
@@ -42,16 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .harness import Mode, log
-from . import procs, report
-from .procs import BenchError
-from .real import RealComfyUI, environment_note, worker_env
-from .report import Row
+from .harness import PHASES, BenchError, Child, Mode, RealComfyUI, Row, columns, log, render, side, summary, verdict
 
 SIDE, LENGTH, STEPS, SWITCH_STEP, SEED = 128, 5, 2, 1, 7
 SEGMENTS = 3
 JOB_TIMEOUT_S = 900  # the first warm-up job pays the cold text encode (1-2.5 min on 2 busy cores)
-PHASES = ("validate", "image", "upload", "queue", "execute", "deliver")
 SAME = 1.5  # per pixel, 0-255: two encodes of the same frames (CPU noise and H.264), as the real tier
 
 
@@ -101,7 +68,7 @@ def diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 class Story:
     """The two sides, through one worker process."""
 
-    def __init__(self, worker: procs.Child, comfy_pid: int, image: str, prompt: str, negative: str, n: int,
+    def __init__(self, worker: Child, comfy_pid: int, image: str, prompt: str, negative: str, n: int,
                  log: Callable[[str], None]) -> None:
         self.worker, self.comfy_pid, self.n, self.log = worker, comfy_pid, n, log
         self.image, self.prompt, self.negative = image, prompt, negative
@@ -120,7 +87,7 @@ class Story:
         return story
 
     def call(self, job_id: str, job_input: dict[str, Any]) -> dict[str, Any]:
-        answer = self.worker.call({"job": {"id": job_id, "input": job_input}}, timeout=JOB_TIMEOUT_S)
+        answer = self.worker.call({"cmd": "run", "job": {"id": job_id, "input": job_input}}, timeout=JOB_TIMEOUT_S)
         result = answer["result"]
         if "error" in result:
             raise BenchError(f"job {job_id} failed: {result.get('error_code')}: {result['error']}")
@@ -207,8 +174,7 @@ def run(bench: Any, n_segments: int, quick: bool, rounds_override: int | None) -
         started = time.monotonic()
         comfy.start()
         bench.results["comfyui_start_s"] = round(time.monotonic() - started, 1)
-        worker = procs.python_child("segments-worker", "bench.soakside", [],
-                                    worker_env(comfy) | {"JOB_TIMEOUT_S": str(JOB_TIMEOUT_S)}, bench.logs)
+        worker = side("segments-worker", "worker", {}, comfy.worker_env(JOB_TIMEOUT_S), bench.logs)
         out["worker_start"] = worker.recv(120)
         story = Story(worker, comfy.proc.pid, image, PROMPT, NEGATIVE, n_segments, log)
         for name in ("A", "B"):
@@ -252,15 +218,15 @@ def summarize(seg: dict[str, Any]) -> dict[str, Any]:
     a, b, n = seg["A"], seg["B"], seg["n"]
     ratios = [y["wall_ms"] / x["wall_ms"] for x, y in zip(a, b)]
     return {
-        "wall_s": {k: report.summary([s["wall_ms"] / 1000 for s in seg[k]]) for k in ("A", "B")},
-        "per_segment_s": {k: report.summary([s["wall_ms"] / 1000 / n for s in seg[k]]) for k in ("A", "B")},
-        "execute_s": {k: report.summary([s["execute_ms"] / 1000 for s in seg[k]]) for k in ("A", "B")},
-        "overhead_ms": {k: report.summary([s["overhead_ms"] for s in seg[k]]) for k in ("A", "B")},
-        "ratio": report.summary(ratios),
-        "cpu_s": {k: report.summary([cpu(s) for s in seg[k]]) for k in ("A", "B")},
-        "worker_cpu_s": {k: report.summary([s["worker_cpu_s"] for s in seg[k]]) for k in ("A", "B")},
-        "ratio_cpu": report.summary([cpu(y) / cpu(x) for x, y in zip(a, b)]),
-        "ratio_execute": report.summary([y["execute_ms"] / x["execute_ms"] for x, y in zip(a, b)]),
+        "wall_s": {k: summary([s["wall_ms"] / 1000 for s in seg[k]]) for k in ("A", "B")},
+        "per_segment_s": {k: summary([s["wall_ms"] / 1000 / n for s in seg[k]]) for k in ("A", "B")},
+        "execute_s": {k: summary([s["execute_ms"] / 1000 for s in seg[k]]) for k in ("A", "B")},
+        "overhead_ms": {k: summary([s["overhead_ms"] for s in seg[k]]) for k in ("A", "B")},
+        "ratio": summary(ratios),
+        "cpu_s": {k: summary([cpu(s) for s in seg[k]]) for k in ("A", "B")},
+        "worker_cpu_s": {k: summary([s["worker_cpu_s"] for s in seg[k]]) for k in ("A", "B")},
+        "ratio_cpu": summary([cpu(y) / cpu(x) for x, y in zip(a, b)]),
+        "ratio_execute": summary([y["execute_ms"] / x["execute_ms"] for x, y in zip(a, b)]),
         "phases_ms": {k: {p: med([s["phases_ms"][p] for s in seg[k]]) for p in (*PHASES, "model_load")}
                       | {"unaccounted": med([s["unaccounted_ms"] for s in seg[k]])} for k in ("A", "B")},
     }
@@ -296,11 +262,11 @@ def table(results: dict[str, Any]) -> str:
         *both("  of which the worker's process, s", "worker_cpu_s"),
         *both("wall - execute (the worker's per-job part), ms", "overhead_ms", 1),
         Row("frames of video", la, f"{seg['A'][-1]['frames']} in 1 MP4", "", "", f"= {a_frames}",
-            report.verdict(all(x["frames"] == a_frames and x.get("length") == a_frames for x in seg["A"]))),
+            verdict(all(x["frames"] == a_frames and x.get("length") == a_frames for x in seg["A"]))),
         Row("frames of video", lb, f"{seg['B'][-1]['frames']} in {n} MP4s", "", "", f"= {b_frames}",
-            report.verdict(all(x["frames"] == b_frames and x["mp4_frames"] == [LENGTH] * n for x in seg["B"]))),
+            verdict(all(x["frames"] == b_frames and x["mp4_frames"] == [LENGTH] * n for x in seg["B"]))),
         Row("  after the user joins them", lb, f"{joined[-1]['frames']}", "", "", f"= {a_frames}",
-            report.verdict(all(j["frames"] == a_frames for j in joined))),
+            verdict(all(j["frames"] == a_frames for j in joined))),
         Row("MP4 bytes delivered", la, f"{med([x['bytes'] for x in seg['A']]) / 1000:.1f} kB"),
         Row("MP4 bytes delivered", lb, f"{med([x['bytes'] for x in seg['B']]) / 1000:.1f} kB in {n}"),
         Row("joining B's MP4s (decode, drop, libx264), ms", "this process",
@@ -308,9 +274,9 @@ def table(results: dict[str, Any]) -> str:
             f"{max(j['ms'] for j in joined):.1f}", "", "(info)"),
         Row("segment 1 of A vs job 1 of B, mean abs diff, 0-255", "same seed and image",
             f"{max(seg['first_segment_diff']):.2f}", "", "", f"< {SAME:g}",
-            report.verdict(max(seg["first_segment_diff"]) < SAME)),
+            verdict(max(seg["first_segment_diff"]) < SAME)),
     ]
-    return report.render(rows)
+    return render(rows)
 
 
 def breakdown(results: dict[str, Any]) -> str:
@@ -323,9 +289,7 @@ def breakdown(results: dict[str, Any]) -> str:
     rows = [["side", *cols, "wall"]]
     for k, label in (("A", "A (1 job)"), ("B", f"B ({seg['n']} jobs)")):
         rows.append([label, *(f"{s['phases_ms'][k][p]:.1f}" for p in cols), f"{s['wall_s'][k]['median'] * 1000:.1f}"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(r[i].rjust(widths[i]) if i else r[i].ljust(widths[i]) for i in range(len(r)))
-                     for r in rows)
+    return columns(rows)
 
 
 def verdicts(results: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -355,5 +319,5 @@ MODE = Mode(
     run=lambda b, a: run(b, a.segments, a.quick, a.jobs), verdicts=verdicts,
     sections=lambda r: [table(r), "Median ms per handler phase, summed over a side's jobs (timings_ms; model_load "
                                   "is within execute):\n" + breakdown(r)],
-    note=lambda r: environment_note(),
+    note=RealComfyUI.note,
 )

@@ -1,26 +1,23 @@
-"""The two sides that do the same jobs, each in its own process: the worker and the floor.
+"""The processes the bench starts: `python -m bench.sides SIDE CONFIG_JSON`.
 
-    python -m bench.sides worker CONFIG_JSON   the real handler(job), as a deployed worker runs it
-    python -m bench.sides floor CONFIG_JSON    a bare protocol client: the least any client must do
-    python -m bench.sides ready CONFIG_JSON    ComfyClient.wait_until_ready() against booting stand-ins
+* `worker`: the real handler(job) in a warm process, as a deployed worker runs it; `run` takes any
+  job from the bench (soak, segments) and answers with the result and what the process holds.
+* `floor`: a bare protocol client doing the same job with nothing but ComfyUI's protocol
+  (requests, websocket-client, boto3): the least any client must do.
+* `ready`: ComfyClient.wait_until_ready() against booting stand-ins; `volume`: the volume check
+  cold and warm; `standin`: the stand-in ComfyUI (bench/standin.py).
 
-Commands arrive as JSON lines on stdin, answers leave as JSON lines on stdout (see bench.procs);
-the worker's log lines go to stderr, which the bench sends to a file. Each side times itself with
-time.perf_counter(), so talking to the bench costs nothing that is measured, and reports its memory
-from /proc/self/status (VmRSS now, VmHWM = peak since the process started).
-
-The floor does, per job: decode the job's base64 image; POST /upload/image; open the websocket;
-POST /prompt; read messages until `executing` with node null for its prompt; GET /history; GET
-/view; then base64 of the MP4 (base64 mode), or /view streamed to a file, a boto3 upload and a
-presigned URL (S3 mode). Files it leaves in ComfyUI's folders and the bucket are removed after the
-timed part.
+Commands arrive as JSON lines on stdin, answers leave as JSON lines on stdout; log lines go to the
+bench's log file. Each side times itself with perf_counter, so talking to the bench is never timed.
 """
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import math
-import random
+import mimetypes
+import os
 import sys
 import time
 import traceback
@@ -28,36 +25,63 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from . import procs
+from . import harness
 
-PROMPT = "the dragon turns its head slowly toward the camera, cinematic light"
+SEED0 = 1000
 
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-# -- the worker ---------------------------------------------------------------------------------
+def b64_len(n_bytes: int) -> int:
+    """Length of the base64 text of n bytes (padding included)."""
+    return 4 * math.ceil(n_bytes / 3)
+
+
+def job_name(cfg: dict[str, Any], who: str, n: int) -> str:
+    """Job n's upload name on one side: its own, so ComfyUI redoes the work for each job."""
+    return f"wb{who}_{n}{Path(cfg['image']).suffix}"
+
+
+def workflow_for(cfg: dict[str, Any], name: str, folder: str = "") -> dict[str, Any]:
+    """cfg's workflow with this job's upload loaded (and, for the floor, saved under `folder`)."""
+    graph = copy.deepcopy(cfg["graph"])
+    graph[cfg["load_node"]]["inputs"][cfg["load_input"]] = name
+    for node in graph.values() if folder else ():
+        if isinstance(node["inputs"].get("filename_prefix"), str):
+            node["inputs"]["filename_prefix"] = f"{folder}/{node['inputs']['filename_prefix']}"
+    return graph
+
+
+# -- the worker -----------------------------------------------------------------------------------
 
 class WorkerSide:
-    """handler(job) exactly as RunPod calls it, in a warm process (settings + workflow loaded)."""
+    """handler(job) exactly as RunPod calls it, in a warm process (settings + workflow loaded).
+
+    cfg: `image` (a file sent as base64 with every job) and either `input` (a bundled-graph job
+    without its image) or `graph`, `load_node`, `load_input` (a workflow-mode job); `size`, when
+    set, is the MP4 size the stand-in serves."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         from wan_worker import handler, logs
 
         logs.setup("INFO")  # the container's default level; lines go to the bench's log file
-        self.handler = handler
-        self.mode, self.size = cfg["mode"], cfg["size"]
-        self.image = base64.b64encode(Path(cfg["image"]).read_bytes()).decode("ascii")
+        self.handler, self.cfg = handler, cfg
+        self.image = base64.b64encode(Path(cfg["image"]).read_bytes()).decode("ascii") if cfg.get("image") else ""
         self.w = handler.worker()  # what the first job would build; part of the warm process
-        if self.mode == "s3":
-            from wan_worker import s3
+        if cfg.get("input", {}).get("output") == "s3":
+            from wan_worker import s3  # noqa: F401 - loaded as a warm worker that delivered to S3 has it
 
-            self.s3 = s3
+    def job_input(self, n: int) -> dict[str, Any]:
+        if "input" in self.cfg:
+            return {**self.cfg["input"], "image": self.image, "seed": SEED0 + n}
+        name = job_name(self.cfg, "w", n)
+        return {"workflow": workflow_for(self.cfg, name), "images": [{"name": name, "image": self.image}],
+                "output": "base64"}
 
     def job(self, n: int, sdk_send: bool = False) -> dict[str, Any]:
-        job = {"id": f"bench-{self.mode}-{n}", "input": {"image": self.image, "prompt": PROMPT,
-                                                         "output": self.mode}}
+        job = {"id": f"bench-{self.cfg.get('tag', 'job')}-{n}", "input": self.job_input(n)}
         t0 = time.perf_counter()
         result = self.handler.handler(job)
         wall = _ms(t0)
@@ -68,60 +92,139 @@ class WorkerSide:
             del body
         if "error" in result:
             return {"ok": False, "error": f"{result.get('error_code')}: {result['error']}"}
-        answer = {"ok": True, "wall_ms": wall, "timings_ms": result["timings_ms"], "bytes": result["bytes"]}
-        if result["bytes"] != self.size:
-            return {"ok": False, "error": f"got {result['bytes']} bytes, expected {self.size}"}
-        if self.mode == "base64":
-            if len(result["video"]) != 4 * math.ceil(self.size / 3):
-                return {"ok": False, "error": "base64 video has the wrong length"}
-        else:
-            conn = self.s3.connection(self.w.settings)  # the worker's own client: no extra memory
-            key = self.s3.object_key(job["id"], result["filename"])
-            head = conn.client.head_object(Bucket=conn.bucket.name, Key=key)
-            if head["ContentLength"] != self.size or head.get("ContentType") != "video/mp4":
-                return {"ok": False, "error": f"S3 object {key} is wrong: {head['ContentLength']} bytes"}
-            conn.client.delete_object(Bucket=conn.bucket.name, Key=key)
+        problem, size = self.check(job["id"], result)
+        timings = result["timings_ms"]
         del result
-        return answer
+        if problem:
+            return {"ok": False, "error": problem}
+        return {"ok": True, "wall_ms": wall, "timings_ms": timings, "bytes": size}
+
+    def check(self, job_id: str, result: dict[str, Any]) -> tuple[str, int]:
+        """Untimed: (what is wrong or '', the bytes delivered); an S3 object is removed again."""
+        if "images" in result:  # workflow mode: every saved file as base64
+            texts = [item["data"] for item in result["images"]]
+            return ("" if len(texts) == 1 else f"{len(texts)} outputs"), sum(len(t) * 3 // 4 - t[-2:].count("=")
+                                                                                 for t in texts)
+        size = result["bytes"]
+        if self.cfg.get("size") and size != self.cfg["size"]:
+            return f"got {size} bytes, expected {self.cfg['size']}", size
+        if "video" in result:
+            return ("" if len(result["video"]) == b64_len(size) else "base64 video has the wrong length"), size
+        from wan_worker import s3
+
+        conn = s3.connection(self.w.settings)  # the worker's own client: no extra memory
+        key = s3.object_key(job_id, result["filename"])
+        head = conn.client.head_object(Bucket=conn.bucket.name, Key=key)
+        conn.client.delete_object(Bucket=conn.bucket.name, Key=key)
+        ok = head["ContentLength"] == size and head.get("ContentType") == "video/mp4"
+        return ("" if ok else f"S3 object {key} is wrong: {head['ContentLength']} bytes"), size
+
+    def commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {"job": lambda m: self.job(m["n"], m.get("sdk_send", False)), "graph": lambda m: self.graph(),
+                "run": lambda m: self.run(m["job"])}
+
+    def graph(self) -> dict[str, Any]:
+        """The graph this worker queues for job 0 (its own dry run), for the floor."""
+        result = self.handler.handler({"id": "bench-graph", "input": {**self.job_input(0), "dry_run": True}})
+        return {"ok": "error" not in result, "error": result.get("error"), "graph": result.get("workflow")}
+
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Any job as the bench sends it; the answer once the worker's background clean-up is done."""
+        from wan_worker import background
+
+        t0 = time.perf_counter()
+        result = self.handler.handler(job)
+        wall_ms = _ms(t0)
+        background.wait_idle(5.0)
+        return {"result": result, "wall_ms": wall_ms, **harness.snapshot()}
 
 
-# -- the floor ----------------------------------------------------------------------------------
+# -- the floor ------------------------------------------------------------------------------------
 
-class ProtocolFloor:
-    """What every floor does, and nothing more: ComfyUI's protocol with requests and websocket-client."""
+class FloorSide:
+    """The same job through nothing but ComfyUI's protocol: decode the job's base64 image, upload it,
+    open the websocket, POST /prompt, read until `executing` null, GET /history, GET /view, then
+    base64 of every output, or /view streamed to a file, a boto3 upload and a presigned URL (s3).
+    Checks and clean-up are untimed: a bare client keeps no folders tidy."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         import requests
         import websocket
 
-        self.requests, self.websocket, self.cfg = requests, websocket, cfg
+        self.websocket, self.cfg = websocket, cfg
         self.image = base64.b64encode(Path(cfg["image"]).read_bytes()).decode("ascii")
-        self.base = f"http://{cfg['comfy_host']}"
-        self.ws_url = f"ws://{cfg['comfy_host']}/ws"
+        self.mime = mimetypes.guess_type(cfg["image"])[0] or "application/octet-stream"
+        self.base, self.ws_url = f"http://{cfg['comfy_host']}", f"ws://{cfg['comfy_host']}/ws"
         self.comfy_dir = Path(cfg["comfy_dir"])
         self.session = requests.Session()
         self.client_id = str(uuid.uuid4())
+        self.template = json.dumps(cfg["graph"])
+        self.titles = {node.get("_meta", {}).get("title"): node_id for node_id, node in cfg["graph"].items()}
+        self.s3 = None
+        if cfg.get("s3"):
+            import boto3
+            from botocore.config import Config
 
-    def upload(self, name: str, mime: str) -> str:
-        """Decode the job's base64 image and upload it, as the worker does; ComfyUI's name for it."""
-        up = self.session.post(f"{self.base}/upload/image", files={"image": (name, base64.b64decode(self.image), mime)},
-                               data={"overwrite": "true"}, timeout=30)
+            self.bucket = cfg["s3"]["bucket"]
+            self.tmp = Path(cfg["s3"]["tmp"])  # inside the bench's temporary folder, removed with it
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            self.s3 = boto3.session.Session().client(
+                "s3", endpoint_url=cfg["s3"]["endpoint"], aws_access_key_id=cfg["s3"]["access_key"],
+                aws_secret_access_key=cfg["s3"]["secret_key"], region_name="us-east-1",
+                config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                              request_checksum_calculation="when_required",
+                              response_checksum_validation="when_required"))
+
+    def graph(self, n: int, image_name: str, folder: str) -> dict[str, Any]:
+        """The worker's graph with this job's image, seed and a save folder of its own."""
+        if not self.cfg.get("titled"):
+            return workflow_for(self.cfg, image_name, folder)
+        g = json.loads(self.template)
+        g[self.titles["Start Image"]]["inputs"]["image"] = image_name
+        for title in ("High Noise Sampler", "Low Noise Sampler"):
+            g[self.titles[title]]["inputs"]["noise_seed"] = SEED0 + n
+        g[self.titles["Save Video"]]["inputs"]["filename_prefix"] = f"{folder}/floor"
+        return g
+
+    def job(self, n: int) -> dict[str, Any]:
+        prompt_id = str(uuid.uuid4())
+        t0 = time.perf_counter()
+        up = self.session.post(f"{self.base}/upload/image", data={"overwrite": "true"}, timeout=30,
+                               files={"image": (job_name(self.cfg, "f", n), base64.b64decode(self.image), self.mime)})
         up.raise_for_status()
-        return up.json()["name"]
-
-    def execute(self, graph: dict[str, Any], prompt_id: str, ws_timeout: float) -> tuple[float, float, float]:
-        """Queue the graph and read the websocket until it ran: (posted, queued, done) perf_counter times."""
-        ws = self.websocket.create_connection(f"{self.ws_url}?clientId={self.client_id}", timeout=ws_timeout)
+        uploaded = up.json()["name"]
+        ws = self.websocket.create_connection(f"{self.ws_url}?clientId={self.client_id}", timeout=600)
         try:
             t_post = time.perf_counter()
-            queued = self.session.post(f"{self.base}/prompt", json={"prompt": graph, "client_id": self.client_id,
-                                                                      "prompt_id": prompt_id}, timeout=30)
-            queued.raise_for_status()
+            self.session.post(f"{self.base}/prompt", timeout=30, json={
+                "prompt": self.graph(n, uploaded, f"bench-floor/{prompt_id}"), "client_id": self.client_id,
+                "prompt_id": prompt_id}).raise_for_status()
             t_queued = time.perf_counter()
             self.wait_done(ws, prompt_id)
-            return t_post, t_queued, time.perf_counter()
+            t_done = time.perf_counter()
         finally:
             ws.close()
+        entry = self.session.get(f"{self.base}/history/{prompt_id}", timeout=30).json()[prompt_id]
+        outs = [item for node_out in entry["outputs"].values() for item in node_out.get("images", [])
+                if item.get("type") == "output"]
+        t_transfer = time.perf_counter()
+        delivered = [self.deliver(out, prompt_id) for out in outs]
+        t_end = time.perf_counter()
+        answer = {"ok": True, "wall_ms": (t_end - t0) * 1000, "execute_ms": (t_done - t_queued) * 1000,
+                  "transfer_ms": (t_end - t_transfer) * 1000, "queue_ms": (t_queued - t_post) * 1000,
+                  "bytes": sum(self.delivered_bytes(d) for d in delivered)}
+        if len(outs) != 1 or answer["bytes"] != self.cfg.get("size", answer["bytes"]):
+            answer = {"ok": False, "error": f"the floor got {len(outs)} outputs, {answer['bytes']} bytes"}
+        for out in outs:  # leave ComfyUI's folders as they were
+            saved = self.comfy_dir / "output" / out["subfolder"] / out["filename"]
+            saved.unlink(missing_ok=True)
+            for folder in (saved.parent, saved.parent.parent):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+        (self.comfy_dir / "input" / uploaded).unlink(missing_ok=True)
+        return answer
 
     def wait_done(self, ws: Any, prompt_id: str) -> None:
         """Read messages until `executing` null for our prompt (an execution_error fails the job)."""
@@ -132,112 +235,45 @@ class ProtocolFloor:
                 data = event.get("data") or {}
                 if event.get("type") == "execution_error" and data.get("prompt_id") == prompt_id:
                     raise RuntimeError(f"execution error: {data.get('exception_message')}")
-                if (event.get("type") == "executing" and data.get("node") is None
-                        and data.get("prompt_id") == prompt_id):
+                if event.get("type") == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
                     return
         raise RuntimeError("no end of execution")
 
-    def outputs(self, prompt_id: str) -> list[dict[str, Any]]:
-        entry = self.session.get(f"{self.base}/history/{prompt_id}", timeout=30).json()[prompt_id]
-        return [item for node_out in entry["outputs"].values() for item in node_out.get("images", [])
-                if item.get("type") == "output"]
-
-
-class FloorSide(ProtocolFloor):
-    """The same job through nothing but ComfyUI's protocol (and boto3 for S3)."""
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__(cfg)
-        self.mode, self.size = cfg["mode"], cfg["size"]
-        graph = json.loads(Path(cfg["workflow"]).read_text())
-        self.template = json.dumps(graph)
-        self.ids = {node["_meta"]["title"]: node_id for node_id, node in graph.items()}
-        self.tmp = Path(cfg["tmp"])  # inside the bench's temporary folder, removed with it
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        if self.mode == "s3":
-            import boto3
-            from botocore.config import Config
-
-            s3 = cfg["s3"]
-            self.bucket = s3["bucket"]
-            self.s3 = boto3.session.Session().client(
-                "s3", endpoint_url=s3["endpoint"], aws_access_key_id=s3["access_key"],
-                aws_secret_access_key=s3["secret_key"], region_name="us-east-1",
-                config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                              request_checksum_calculation="when_required",
-                              response_checksum_validation="when_required"))
-
-    def graph(self, image_name: str, prefix: str) -> dict[str, Any]:
-        g = json.loads(self.template)
-        node = lambda title: g[self.ids[title]]["inputs"]  # noqa: E731
-        node("Start Image")["image"] = image_name
-        node("Positive Prompt")["text"] = PROMPT
-        node("Image To Video").update(width=832, height=480)
-        seed = random.randrange(2**63)
-        node("High Noise Sampler")["noise_seed"] = seed
-        node("Low Noise Sampler")["noise_seed"] = seed
-        node("Save Video")["filename_prefix"] = prefix
-        return g
-
-    def job(self, n: int) -> dict[str, Any]:
-        prompt_id = str(uuid.uuid4())
-        t0 = time.perf_counter()
-        uploaded = self.upload(f"floor_{n}.jpg", "image/jpeg")
-        graph = self.graph(uploaded, f"bench-floor/{prompt_id}/floor")
-        _, t_queued, t_done = self.execute(graph, prompt_id, 30)
-        out = next(item for item in self.outputs(prompt_id) if item["filename"].endswith(".mp4"))
-        params = {"filename": out["filename"], "subfolder": out["subfolder"], "type": out["type"]}
-        t_transfer = time.perf_counter()
-        if self.mode == "base64":
+    def deliver(self, out: dict[str, Any], prompt_id: str) -> int | str:
+        """One output as a client delivers it: its bytes, sent on as base64 text, or its S3 key."""
+        params = {k: out[k] for k in ("filename", "subfolder", "type")}
+        if self.s3 is None:
             view = self.session.get(f"{self.base}/view", params=params, timeout=30)
             view.raise_for_status()
-            video = base64.b64encode(view.content).decode("ascii")
-            del view
-            got = len(video)
-            del video
-            expected = 4 * math.ceil(self.size / 3)
-        else:
-            dest = self.tmp / out["filename"]
-            with self.session.get(f"{self.base}/view", params=params, stream=True, timeout=30) as view, \
-                    dest.open("wb") as fh:
-                view.raise_for_status()
-                for chunk in view.iter_content(1024 * 1024):
-                    fh.write(chunk)
-            key = f"bench-floor/{prompt_id}/{out['filename']}"
-            self.s3.upload_file(str(dest), self.bucket, key, ExtraArgs={"ContentType": "video/mp4"})
-            self.s3.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
-                                           ExpiresIn=604800)
-            got, expected = None, None
-        t_end = time.perf_counter()
-        answer = {"ok": True, "wall_ms": (t_end - t0) * 1000, "execute_ms": (t_done - t_queued) * 1000,
-                  "transfer_ms": (t_end - t_transfer) * 1000}
-        # untimed: check, then leave ComfyUI's folders and the bucket as they were
-        if self.mode == "s3":
-            head = self.s3.head_object(Bucket=self.bucket, Key=key)
-            if head["ContentLength"] != self.size:
-                answer = {"ok": False, "error": f"floor S3 object has {head['ContentLength']} bytes"}
-            self.s3.delete_object(Bucket=self.bucket, Key=key)
-            dest.unlink()
-        elif got != expected:
-            answer = {"ok": False, "error": "floor base64 has the wrong length"}
-        remove_job_files(self.comfy_dir, [out], uploaded)
-        return answer
+            text = base64.b64encode(view.content).decode("ascii")
+            size = len(view.content) if len(text) == b64_len(len(view.content)) else -1
+            del view, text
+            return size
+        dest = self.tmp / out["filename"]
+        with self.session.get(f"{self.base}/view", params=params, stream=True, timeout=30) as view, \
+                dest.open("wb") as fh:
+            view.raise_for_status()
+            for chunk in view.iter_content(1024 * 1024):
+                fh.write(chunk)
+        key = f"bench-floor/{prompt_id}/{out['filename']}"
+        self.s3.upload_file(str(dest), self.bucket, key, ExtraArgs={"ContentType": "video/mp4"})
+        self.s3.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=604800)
+        dest.unlink()
+        return key
+
+    def delivered_bytes(self, delivered: int | str) -> int:
+        """Untimed: the bytes a delivery carried (an S3 object is removed again)."""
+        if isinstance(delivered, int):
+            return delivered
+        size = self.s3.head_object(Bucket=self.bucket, Key=delivered)["ContentLength"]
+        self.s3.delete_object(Bucket=self.bucket, Key=delivered)
+        return size
+
+    def commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {"job": lambda m: self.job(m["n"])}
 
 
-def remove_job_files(comfy_dir: Path, outs: list[dict[str, Any]], uploaded: str) -> None:
-    """Untimed: a bare client keeps no folders tidy, but the bench leaves ComfyUI's as they were."""
-    for out in outs:
-        saved = comfy_dir / "output" / out["subfolder"] / out["filename"]
-        saved.unlink(missing_ok=True)
-        for folder in (saved.parent, saved.parent.parent):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-    (comfy_dir / "input" / uploaded).unlink(missing_ok=True)
-
-
-# -- readiness ----------------------------------------------------------------------------------
+# -- readiness and the volume check ----------------------------------------------------------------
 
 class ReadySide:
     """A fresh ComfyClient per trial, waiting for a stand-in that is still booting."""
@@ -256,29 +292,64 @@ class ReadySide:
         client.wait_until_ready()
         return {"ok": True, "ready_at": time.monotonic(), "waited_ms": (time.monotonic() - started) * 1000}
 
+    def commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {"wait_ready": lambda m: self.wait(m["host"], m["pid_file"])}
 
-# -- the loop -----------------------------------------------------------------------------------
 
-def serve(side: str, cfg: dict[str, Any], impls: dict[str, Any] | None = None) -> int:
-    """Answer the bench's commands; `impls` maps side names to classes (bench.realsides has its own),
-    and a side's `commands()`, when it has one, adds commands of its own."""
-    proto = procs.protocol_stdout()
+class VolumeSide:
+    """check_volume() of the set an I2V job checks: the first call in this fresh process (cold: YAML
+    not parsed, no header cached), N more (warm), and one after a file's mtime changed."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from wan_worker.models import DEFAULT_SET, MODEL_SETS, check_volume
+        from wan_worker.settings import load_settings
+
+        self.settings, self.check_volume, self.set = load_settings(), check_volume, MODEL_SETS[DEFAULT_SET]
+
+    def check(self) -> Any:
+        report = self.check_volume(self.settings, self.set.names, self.set.name)
+        if not report.ok:
+            raise RuntimeError(f"volume check failed: {report.to_dict()}")
+        return report
+
+    def timed(self) -> float:
+        t0 = time.perf_counter()
+        self.check()
+        return _ms(t0)
+
+    def run(self, runs: int) -> dict[str, Any]:
+        cold = self.timed()
+        warm = [self.timed() for _ in range(runs)]
+        path = Path(self.check().files[0].path or "")
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # its header is read again
+        changed = self.timed()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return {"cold_ms": cold, "warm_ms": warm, "changed_ms": changed, "files": [f.path for f in self.check().files]}
+
+    def commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {"check": lambda m: self.run(m["runs"])}
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+SIDES: dict[str, Any] = {"worker": WorkerSide, "floor": FloorSide, "ready": ReadySide, "volume": VolumeSide}
+
+
+def serve(kind: str, cfg: dict[str, Any]) -> int:
+    """Answer the bench's commands, one JSON line each, until `exit` or the end of stdin."""
+    proto = harness.protocol_stdout()
 
     def answer(message: dict[str, Any]) -> None:
         proto.write(json.dumps(message) + "\n")
 
     try:
-        impl: Any = (impls or {"worker": WorkerSide, "floor": FloorSide, "ready": ReadySide})[side](cfg)
+        impl = SIDES[kind](cfg)
     except Exception:  # noqa: BLE001 - reported to the bench
         answer({"fatal": traceback.format_exc()})
         return 1
-    answer({"ready": True, "memory": procs.memory()})
-    commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-        "job": lambda m: impl.job(m["n"], **({"sdk_send": True} if m.get("sdk_send") else {})),
-        "memory": lambda m: {"memory": procs.memory()},
-        "wait_ready": lambda m: impl.wait(m["host"], m["pid_file"]),
-        **(impl.commands() if hasattr(impl, "commands") else {}),
-    }
+    answer({"ready": True, "memory": harness.memory(), **harness.snapshot()})
+    commands = {"memory": lambda m: {"memory": harness.memory()}, **impl.commands()}
     for line in sys.stdin:
         message = json.loads(line)
         if message.get("cmd") == "exit":
@@ -291,9 +362,13 @@ def serve(side: str, cfg: dict[str, Any], impls: dict[str, Any] | None = None) -
 
 
 def main() -> int:
-    procs.die_with_parent()
-    side, cfg = sys.argv[1], json.loads(sys.argv[2])
-    return serve(side, cfg)
+    harness.die_with_parent()
+    kind, cfg = sys.argv[1], json.loads(sys.argv[2])
+    if kind == "standin":
+        from .standin import serve_standin
+
+        return serve_standin(cfg)
+    return serve(kind, cfg)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,7 @@
-"""`python -m bench --soak [N]`: N mixed jobs (default 200) through one warm worker on the real ComfyUI.
-
-Does anything grow or stay behind over hundreds of jobs? One worker process (bench/soakside.py,
-handler() as deployed, sharing ComfyUI's folders) and one real ComfyUI with tests/tinywan's models
-(bench/real.py's RealComfyUI). The jobs cycle through MIX: I2V, T2V, first-last-frame with the last
-frame, a user LoRA, a workflow-mode job, a workflow whose node fails while executing, dry runs, and
-bad inputs (BAD: each must end with its own error code). Job N // 2 is an I2V job during which the
-bench SIGKILLs ComfyUI (its whole process group, as a crash or the OOM killer would) and then
-starts it again on the same port and folders, as RunPod would hand the job's successor a fresh
-worker; the job must end with COMFY_UNAVAILABLE and `refresh_worker`, and the jobs after it must
-work again.
-
-After every job the bench records the worker's resident memory, open file descriptors and threads,
-ComfyUI's input/output/temp folders (every path against the set before the first job), its queue
-(`GET /queue`), its history entries and its resident memory, and the job's overhead (wall time
-minus ComfyUI's `execute`; the whole wall time for jobs that never reach ComfyUI). Every video is
-decoded (PyAV) and its frames counted and looked at. The report compares a window at the start
-(after the first cycle, which pays the cold text encode) with the same number of jobs at the end.
-"""
+"""`python -m bench --soak [N]`: N mixed jobs (default 200) through one warm worker on the real
+ComfyUI, ComfyUI killed mid-job and restarted half-way: does anything grow or stay behind? After
+every job: the worker's memory, file descriptors and threads, ComfyUI's folders, queue, history
+and memory, the job's overhead; every video decoded and looked at. Method: bench/results/soak.md."""
 from __future__ import annotations
 
 import base64
@@ -28,10 +13,7 @@ from typing import Any
 
 import requests
 
-from .harness import Mode, log
-from . import procs
-from .procs import BenchError
-from .real import RealComfyUI, environment_note, worker_env
+from .harness import BenchError, Child, Mode, RealComfyUI, log, markdown, side, vm
 
 SIDE, LENGTH, STEPS = 128, 5, 2
 KILL_STEPS = 12  # the killed job samples long enough to be killed mid-way
@@ -181,7 +163,7 @@ def comfy_state(comfy: RealComfyUI) -> dict[str, Any]:
     history_resp = requests.get(f"{base}/history", timeout=30)
     history = history_resp.json()
     try:
-        rss = procs.vm(comfy.proc.pid)["VmRSS"]
+        rss = vm(comfy.proc.pid)["VmRSS"]
     except (OSError, KeyError):
         rss = 0
     return {"queue": len(queue.get("queue_running", [])) + len(queue.get("queue_pending", [])),
@@ -220,8 +202,7 @@ def run(bench: Any, n_jobs: int) -> None:
         run_tinywan(comfy.python, f"tw.write_lora(__import__('pathlib').Path({str(comfy.models / 'loras' / USER_LORA)!r}), "
                                   "seed=4242)")
         baseline_paths = paths_under(comfy.comfy_dir)
-        worker = procs.python_child("soak-worker", "bench.soakside", [], worker_env(comfy) | {
-            "JOB_TIMEOUT_S": str(JOB_TIMEOUT_S)}, bench.logs)
+        worker = side("soak-worker", "worker", {}, comfy.worker_env(JOB_TIMEOUT_S), bench.logs)
         ready = worker.recv(120)
         bench.results["soak"]["worker_start"] = ready
         for n, (kind, job_input, expected) in enumerate(plan(n_jobs, assets)):
@@ -240,13 +221,13 @@ def run(bench: Any, n_jobs: int) -> None:
         comfy.stop()
 
 
-def one_job(worker: procs.Child, comfy: RealComfyUI, n: int, kind: str, job_input: dict[str, Any],
+def one_job(worker: Child, comfy: RealComfyUI, n: int, kind: str, job_input: dict[str, Any],
             expected: str) -> dict[str, Any]:
     job = {"id": f"soak-{n}", "input": job_input}
     if kind != "kill":
-        answer = worker.call({"job": job}, timeout=JOB_TIMEOUT_S)
+        answer = worker.call({"cmd": "run", "job": job}, timeout=JOB_TIMEOUT_S)
     else:
-        worker.send({"job": job})
+        worker.send({"cmd": "run", "job": job})
         if not wait_running(comfy, 300):
             raise BenchError("the job to kill never started running")
         time.sleep(1.0)
@@ -344,9 +325,7 @@ def table(results: dict[str, Any]) -> str:
     rows.append(("ComfyUI resident memory (median), MiB", f"{s['comfy_rss'][0] / mib:.0f}",
                  f"{s['comfy_rss'][1] / mib:.0f}", "(info)"))
     rows.append(("ComfyUI history entries (at window end)", str(s["history"][0]), str(s["history"][1]), "(info)"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(r)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines = [markdown(list(rows[0]), [list(r) for r in rows[1:]])]
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s["outcomes"].items()))
     extra = [f"outcomes of {soak['jobs']} jobs: {outcomes}"]
     extra += [f"  job {n} ({kind}): {problem}" for n, kind, problem in s["problems"]]
@@ -357,5 +336,5 @@ def table(results: dict[str, Any]) -> str:
 MODE = Mode(
     title="soak on the real ComfyUI", quick_label=False, strict=True,
     run=lambda b, a: run(b, a.soak), sections=lambda r: [table(r)], verdicts=verdicts,
-    detail=lambda a, r: f"{a.soak} jobs; ", note=lambda r: environment_note(),
+    detail=lambda a, r: f"{a.soak} jobs; ", note=RealComfyUI.note,
 )

@@ -1,22 +1,16 @@
-"""The stand-in ComfyUI in its own process, serving an MP4 of a chosen size.
+"""The stand-ins: a ComfyUI (tests/fakecomfy) serving an MP4 of a chosen size, and a model volume of
+sparse files with the real names and sizes.
 
-    python -m bench.standin --root DIR --mp4-bytes N [--extra-model-paths-config YAML]
-                            [--boot-delay S] [--pid-file FILE]
-
-tests/fakecomfy/main.py launches the stand-in like ComfyUI's main.py but has no option for the size
-of the MP4 it saves, so the bench launches `tests.fakecomfy.server.FakeComfy` itself, the same way
-(model folders from the YAML, `input/` and `output/` under --root, 127.0.0.1 only), with
-`mp4_bytes` set: the real fixture MP4 followed by an MP4 `free` box that pads it to N bytes (still
-a valid MP4). Execution is instant: no node delays, no step delays, no previews.
-
-It prints `PORT <n>` as soon as the port is reserved (it refuses connections during the boot
-delay, like a loading ComfyUI) and `LISTENING <t>` with time.monotonic() (the same clock in every
-process of the machine) once it accepts connections. It stops on SIGTERM/SIGINT or when its stdin
-closes.
+tests/fakecomfy/main.py has no option for the size of the MP4 it saves, so the bench launches
+`FakeComfy` the same way (model folders from the YAML, `input/` and `output/` under its root,
+127.0.0.1 only) with `mp4_bytes` set: the fixture MP4 padded by an MP4 `free` box. Execution is
+instant. It prints `PORT <n>` once the port is reserved (it refuses connections during the boot
+delay, like a loading ComfyUI) and `LISTENING <t>` (time.monotonic(), one clock for every process)
+once it accepts them.
 """
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import random
 import signal
@@ -25,8 +19,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from . import procs
+from . import REPO
 
 
 def mp4_payload(size: int) -> bytes:
@@ -41,34 +36,23 @@ def mp4_payload(size: int) -> bytes:
     return base + struct.pack(">I", pad) + b"free" + filler
 
 
-def main(argv: list[str] | None = None) -> int:
-    procs.die_with_parent()
-    parser = argparse.ArgumentParser(prog="python -m bench.standin")
-    parser.add_argument("--root", required=True, type=Path)
-    parser.add_argument("--mp4-bytes", type=int, default=0)
-    parser.add_argument("--extra-model-paths-config", action="append", default=[])
-    parser.add_argument("--boot-delay", type=float, default=0.0)
-    parser.add_argument("--pid-file", type=Path)
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-
+def serve_standin(cfg: dict[str, Any]) -> int:
+    """Serve until SIGTERM/SIGINT or the end of stdin (`python -m bench.sides standin CONFIG_JSON`)."""
     from tests.fakecomfy.server import FakeComfy
 
-    payload = mp4_payload(args.mp4_bytes) if args.mp4_bytes else None
-    fake = FakeComfy(args.root, mp4_bytes=payload, extra_model_paths_config=args.extra_model_paths_config or None,
-                     scan_models=True, port=args.port,
+    root = Path(cfg["root"])
+    fake = FakeComfy(root, mp4_bytes=mp4_payload(cfg["mp4_bytes"]) if cfg["mp4_bytes"] else None,
+                     extra_model_paths_config=[cfg["yaml"]], scan_models=True,
                      argv=["main.py", "--listen", "127.0.0.1", "--disable-auto-launch", "--disable-metadata",
                            "--disable-api-nodes"])
-    if args.pid_file:
-        args.pid_file.write_text(str(os.getpid()))
+    Path(cfg["pid_file"]).write_text(str(os.getpid()))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-
-    fake.start(boot_delay=args.boot_delay)
+    fake.start(boot_delay=cfg["boot_delay"])
     print(f"PORT {fake.port}", flush=True)
-    if not fake._ready.wait(args.boot_delay + 30):  # the moment FakeComfy accepts connections
+    if not fake._ready.wait(cfg["boot_delay"] + 30):  # the moment FakeComfy accepts connections
         print("fakecomfy did not start", file=sys.stderr)
         return 1
     print(f"LISTENING {time.monotonic():.6f}", flush=True)
@@ -80,5 +64,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def write_sparse_safetensors(path: Path, size: int) -> None:
+    """A `size`-byte safetensors file: a real header whose one tensor covers the file, the data a
+    hole (no disk used); it passes the worker's check exactly as a real file does."""
+    data = size - 8
+    for _ in range(5):  # the header's length depends on the number of digits in it
+        header = json.dumps({"__metadata__": {"format": "pt", "note": "wan-worker bench stand-in"},
+                             "weight": {"dtype": "U8", "shape": [data], "data_offsets": [0, data]}}).encode()
+        new = size - 8 - len(header)
+        if new == data:
+            break
+        data = new
+    else:
+        raise RuntimeError(f"no stable safetensors header for {size} bytes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<Q", len(header)) + header)
+        fh.truncate(size)
+
+
+def make_volume(root: Path) -> Path:
+    """The six files an I2V job checks, in the deployed layout (<volume>/runpod-slim/ComfyUI/models/
+    <folder>/<file>), and a copy of extra_model_paths.yaml pointing into `root` that finds them."""
+    from wan_worker.models import DEFAULT_SET, MODEL_SETS, safetensors_problem
+
+    models = root / "runpod-volume" / "runpod-slim" / "ComfyUI" / "models"
+    for model in MODEL_SETS[DEFAULT_SET].files:
+        path = models / model.folder / model.name
+        write_sparse_safetensors(path, model.approx_bytes)
+        problem = safetensors_problem(str(path), path.stat().st_size)
+        if problem:
+            raise RuntimeError(f"stand-in {path} is not a valid safetensors file: {problem}")
+    text = (REPO / "extra_model_paths.yaml").read_text()
+    yaml_path = root / "extra_model_paths.yaml"
+    yaml_path.write_text(text.replace("/runpod-volume", str(root / "runpod-volume"))
+                         .replace("/workspace", str(root / "workspace")))
+    return yaml_path
