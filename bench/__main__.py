@@ -51,11 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.postprocess or args.preprocess:  # in-process, no children: their own short main()
-        from . import postprocess, preprocess
-
-        return (postprocess if args.postprocess else preprocess).main(quick=args.quick, json_path=args.json)
-    if args.comfyui:
+    if args.postprocess:
+        from .postprocess import MODE
+    elif args.preprocess:
+        from .preprocess import MODE
+    elif args.comfyui:
         from .real import MODE
     elif args.cold:
         from .cold import MODE

@@ -15,10 +15,11 @@ import json
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from . import REPO
+from .harness import BenchError, Mode
+
 NODE_DIR = REPO / "comfyui_nodes" / "wan_worker_nodes"
 FRAME_480P = (832, 480)
 FLOP_SIZES = ((832, 480), (1280, 720))
@@ -88,23 +89,21 @@ def summarise(raw: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(quick: bool = False, json_path: Path | None = None) -> int:
+def run(b: Any, args: Any) -> None:
     from tests.comfyui.conftest import comfy_python
 
     python = comfy_python()
     if not python.is_file():
-        print(f"no ComfyUI interpreter at {python}: set COMFY_PYTHON (make test-comfyui creates .venv-comfyui)",
-              file=sys.stderr)
-        return 2
-    width, height, trials = (160, 96, 2) if quick else (320, 192, 5)
+        raise BenchError(f"no ComfyUI interpreter at {python}: set COMFY_PYTHON (make test-comfyui creates "
+                         ".venv-comfyui)")
+    width, height, trials = (160, 96, 2) if args.quick else (320, 192, 5)
     code = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); from bench.postprocess import inside; "
             f"print(json.dumps(inside({width}, {height}, {trials})))")
     proc = subprocess.run([str(python), "-c", code], cwd=REPO, capture_output=True, text=True, timeout=3600)
     if proc.returncode:
-        print(proc.stderr[-4000:], file=sys.stderr)
-        return 1
-    raw = json.loads(proc.stdout.strip().splitlines()[-1])
-    print("\n".join(summarise(raw)))
-    if json_path:
-        json_path.write_text(json.dumps(raw, indent=1))
-    return 0
+        raise BenchError(proc.stderr[-4000:])
+    b.results["postprocess"] = json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+MODE = Mode(title="postprocess bench", run=run, sections=lambda r: ["\n".join(summarise(r["postprocess"]))]
+            if "postprocess" in r else [])

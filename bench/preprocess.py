@@ -12,15 +12,15 @@ background) and each part is timed: detector, pose model, the rest (drawing, cro
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .harness import Mode, markdown
 
 
 def _conv(name: str, cin: int, cout: int, k: int, stride: int, rng: np.random.Generator,
@@ -155,14 +155,13 @@ def clip(n: int, width: int = 832, height: int = 480) -> list[np.ndarray]:
     return frames
 
 
-def main(quick: bool = False, json_path: Path | None = None) -> int:
+def run(b: Any, args: Any) -> None:
     import onnxruntime as ort
 
     import wan_worker.preprocess as pre
     from wan_worker.preprocess import sessions
 
-    n = 6 if quick else 16
-    tmp = Path(tempfile.mkdtemp(prefix="wan-bench-pre-"))
+    n, tmp = 6 if args.quick else 16, b.tmp
     rng = np.random.default_rng(0)
     det_g = build_detector(tmp / "yolox_l.onnx", rng)
     pose_g = build_pose(tmp / "dw-ll_ucoco_384.onnx", rng)
@@ -198,10 +197,13 @@ def main(quick: bool = False, json_path: Path | None = None) -> int:
             "mp4_encode_s_per_frame": encode / n, "mp4_bytes": sizes,
             "detector_gflops": round(det_g, 1), "pose_gflops": round(pose_g, 1), "cpus": os.cpu_count(),
             "loadavg": os.getloadavg()[0]}
-    print("| part | seconds per frame |\n| --- | --- |")
-    for key in ("detector_s_per_frame", "pose_s_per_frame", "other_s_per_frame", "total_s_per_frame",
-                "mp4_encode_s_per_frame"):
-        print(f"| {key.replace('_s_per_frame', '')} | {rows[key]:.3f} |")
-    if json_path:
-        json_path.write_text(json.dumps(rows, indent=2))
-    return 0
+    b.results["preprocess"] = rows
+
+
+def table(rows: dict[str, Any]) -> str:
+    keys = ("detector", "pose", "other", "total", "mp4_encode")
+    return markdown(["part", "seconds per frame"], [[k, f"{rows[k + '_s_per_frame']:.3f}"] for k in keys], pad=False)
+
+
+MODE = Mode(title="preprocess bench", run=run,
+            sections=lambda r: [table(r["preprocess"])] if "preprocess" in r else [])
