@@ -68,17 +68,16 @@ def big_video(path: Path) -> Path:
     return path
 
 
-# (label, kind, graph or None for the bundled I2V graph, warm-up, measured jobs (full, quick), the
-# input image (None: the 128x128 start image))
-CONFIGS: list[tuple[str, str, Callable[[], dict[str, Any]] | None, int, tuple[int, int],
-                    Callable[[Path], Path] | None]] = [
-    ("instant", "workflow", instant_graph, 3, (20, 5), None),
-    ("10 MB PNG", "workflow", noise_graph, 2, (12, 4), None),
+# (label, workflow-mode graph or None for the bundled I2V graph, warm-up, measured jobs (full,
+# quick), the input image (None: the 128x128 start image))
+CONFIGS: list[tuple[str, Callable[[], dict[str, Any]] | None, int, tuple[int, int], Callable[[Path], Path] | None]] = [
+    ("instant", instant_graph, 3, (20, 5), None),
+    ("10 MB PNG", noise_graph, 2, (12, 4), None),
     # 10 MB in and ~10 MB out: the worker's payload copies, decode and checks against a bare client
     # that decodes the same base64 input
-    ("10 MB in + out", "workflow", instant_graph, 2, (12, 4), big_input),
-    ("10 MB MP4 in + out", "workflow", video_graph, 2, (12, 4), big_video),
-    ("I2V 128x128x5", "i2v", None, 1, (4, 2), None),  # ~30 s a job on 2 busy cores; the warm-up pays the encode
+    ("10 MB in + out", instant_graph, 2, (12, 4), big_input),
+    ("10 MB MP4 in + out", video_graph, 2, (12, 4), big_video),
+    ("I2V 128x128x5", None, 1, (4, 2), None),  # ~30 s a job on 2 busy cores; the warm-up pays the encode
 ]
 
 
@@ -96,7 +95,7 @@ def run(bench: Any, quick: bool, jobs_override: int | None, labels: tuple[str, .
         started = time.monotonic()
         comfy.start()
         bench.results["comfyui_start_s"] = round(time.monotonic() - started, 1)
-        for label, kind, make_graph, warmup, (full, short), make_input in CONFIGS:
+        for label, make_graph, warmup, (full, short), make_input in CONFIGS:
             if labels and label not in labels:
                 continue
             jobs, warm = jobs_override or (short if quick else full), 1 if quick else warmup
