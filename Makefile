@@ -43,6 +43,8 @@ dry-run: $(STAMP)
 # `make bench BENCH_ARGS=--profile` cProfile + tracemalloc of handler() per job against the stand-in.
 # `make bench BENCH_ARGS=--soak` 200 mixed jobs through one worker on the real ComfyUI: growth and leftovers.
 # `make bench BENCH_ARGS=--postprocess` RIFE and Real-ESRGAN per frame at their real sizes (COMFY_PYTHON).
+# `make bench BENCH_ARGS=--segments` one 3-segment job against 3 chained jobs on the real ComfyUI.
+# `make bench BENCH_ARGS=--preprocess` Animate preprocessing per frame (ONNX stand-ins of the real compute).
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
