@@ -174,7 +174,7 @@ class Cold:
             fuse_pid = self.volume.proc.pid if self.volume and self.volume.proc else 0
             served = served_bytes(fuse_pid)
             result = self.runsync(api, {"workflow": load_graph()}, started, log_path)
-            out.update(load_sent_s=result.pop("sent_s"), load_s=round(result["timings_ms"]["execute"] / 1000, 2),
+            out.update(load_sent_s=result["sent_s"], load_s=round(result["timings_ms"]["execute"] / 1000, 2),
                        load_volume_gb=round((served_bytes(fuse_pid) - served) / 1e9, 2))
             if self.i2v:
                 import base64

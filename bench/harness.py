@@ -139,13 +139,9 @@ def stop_all() -> None:
             pass
 
 
-def python_child(name: str, module: str, args: list[str], env: dict[str, str], log_dir: Path) -> Child:
-    return Child(name, [sys.executable, "-u", "-m", module, *args], env, log_dir / f"{name}.log")
-
-
 def side(name: str, kind: str, cfg: dict[str, Any], env: dict[str, str], log_dir: Path) -> Child:
     """One of bench/sides.py's sides (worker, floor, ready, volume, standin) in a process of its own."""
-    return python_child(name, "bench.sides", [kind, json.dumps(cfg)], env, log_dir)
+    return Child(name, [sys.executable, "-u", "-m", "bench.sides", kind, json.dumps(cfg)], env, log_dir / f"{name}.log")
 
 
 def clean_env() -> dict[str, str]:
@@ -157,6 +153,14 @@ def clean_env() -> dict[str, str]:
            if k not in names and not k.startswith(("COMFY_", "BUCKET_", "RUNPOD_", "FAKECOMFY_"))}
     env.update(PYTHONDONTWRITEBYTECODE="1", RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true")
     return env
+
+
+def worker_env(host: str, comfy_dir: Path, pid_file: Path, yaml: Path, start_timeout_s: int, job_timeout_s: int,
+               **extra: str) -> dict[str, str]:
+    """The worker's settings for a ComfyUI at `host` whose folders it shares, as in the container."""
+    return clean_env() | {"COMFY_HOST": host, "COMFY_DIR": str(comfy_dir), "COMFY_PID_FILE": str(pid_file),
+                          "EXTRA_MODEL_PATHS": str(yaml), "COMFY_START_TIMEOUT_S": str(start_timeout_s),
+                          "JOB_TIMEOUT_S": str(job_timeout_s), "LOG_LEVEL": "INFO", **extra}
 
 
 # -- inside a child -------------------------------------------------------------------------------
@@ -268,16 +272,10 @@ class Bench:
         log(f"rclone serve s3 at {self.s3.endpoint}; volume at {self.yaml.parent}")
 
     def worker_env(self, comfy_host: str, comfy_dir: Path, pid_file: Path, s3: bool) -> dict[str, str]:
-        env = clean_env()
-        env.update({"COMFY_HOST": comfy_host, "COMFY_DIR": str(comfy_dir), "COMFY_PID_FILE": str(pid_file),
-                    "COMFY_START_TIMEOUT_S": "20", "EXTRA_MODEL_PATHS": str(self.yaml), "JOB_TIMEOUT_S": "120",
-                    "LOG_LEVEL": "INFO",
-                    # RunPod caps inline results at ~20 MB; the bench measures 50 MB of base64 anyway
-                    "MAX_INLINE_OUTPUT_MB": "100"})
-        if s3:
-            env.update({"BUCKET_ENDPOINT_URL": self.s3.endpoint, "BUCKET_ACCESS_KEY_ID": self.s3.access_key,
-                        "BUCKET_SECRET_ACCESS_KEY": self.s3.secret_key, "BUCKET_NAME": self.s3.bucket})
-        return env
+        bucket = {"BUCKET_ENDPOINT_URL": self.s3.endpoint, "BUCKET_ACCESS_KEY_ID": self.s3.access_key,
+                  "BUCKET_SECRET_ACCESS_KEY": self.s3.secret_key, "BUCKET_NAME": self.s3.bucket} if s3 else {}
+        # RunPod caps inline results at ~20 MB; the bench measures 50 MB of base64 anyway
+        return worker_env(comfy_host, comfy_dir, pid_file, self.yaml, 20, 120, MAX_INLINE_OUTPUT_MB="100", **bucket)
 
     def standin(self, name: str, mp4_bytes: int, boot_delay: float = 0.0) -> tuple[Child, int, Path, Path]:
         """A stand-in ComfyUI serving MP4s of `mp4_bytes`: (child, port, its folder, its pid file)."""
@@ -346,11 +344,7 @@ class RealComfyUI:
             self.proc = None
 
     def worker_env(self, job_timeout_s: int) -> dict[str, str]:
-        env = clean_env()
-        env.update({"COMFY_HOST": self.host, "COMFY_DIR": str(self.comfy_dir), "COMFY_PID_FILE": str(self.pid_file),
-                    "EXTRA_MODEL_PATHS": str(self.yaml), "COMFY_START_TIMEOUT_S": "60",
-                    "JOB_TIMEOUT_S": str(job_timeout_s), "LOG_LEVEL": "INFO"})
-        return env
+        return worker_env(self.host, self.comfy_dir, self.pid_file, self.yaml, 60, job_timeout_s)
 
     @staticmethod
     def note(_results: dict[str, Any] | None = None) -> str:
@@ -374,7 +368,7 @@ def compare(b: Bench, tag: str, cfg: dict[str, Any], env: dict[str, str], warmup
             answer = worker.call({"cmd": "graph"})
             if not answer.get("ok"):
                 raise BenchError(f"the worker's dry run failed: {answer.get('error')}")
-            cfg = {**cfg, "graph": answer["graph"], "titled": True}
+            cfg = {**cfg, "graph": answer["graph"]}
         floor = side(f"floor-{tag}", "floor", cfg, clean_env(), b.logs)
         floor_baseline = floor.recv(120)["memory"]
         samples: dict[str, list[dict[str, Any]]] = {"worker": [], "floor": []}

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import random
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 from .harness import (MB, RATIO, Bench, BenchError, Mode, Row, breakdown, compare, log, render, side, stat_row,
                       summary, verdict)
@@ -30,24 +32,28 @@ def run(b: Bench, args: argparse.Namespace) -> None:
     b.setup()
     for size_mb in sizes:
         log(f"{size_mb:g} MB: {warmup} warm-up + {jobs} measured jobs per side, base64 then s3")
-        with_standin(b, size_mb, lambda *where: [run_config(b, size_mb, mode, where, warmup, jobs)
-                                                 for mode in ("base64", "s3")])
+        with standin(b, size_mb) as where:
+            for mode in ("base64", "s3"):
+                run_config(b, size_mb, mode, where, warmup, jobs)
     # S3 once more at a size with more parts than upload threads, to see memory stay flat
     size_mb = max(100.0, 2 * max(sizes))
-    with_standin(b, size_mb, lambda *where: run_memory_only(b, size_mb, where, jobs=2 if args.quick else 4))
+    with standin(b, size_mb) as where:
+        run_memory_only(b, size_mb, where, jobs=2 if args.quick else 4)
     run_volume(b, cold_runs=2 if args.quick else 5, warm_runs=50 if args.quick else 200)
     run_ready(b, trials=3 if args.quick else 10)
 
 
-def with_standin(b: Bench, size_mb: float, then: Any) -> None:
-    standin, port, root, pid_file = b.standin(f"comfy-{size_mb:g}MB", int(size_mb * MB))
+@contextmanager
+def standin(b: Bench, size_mb: float) -> Iterator[tuple[str, Path, Path]]:
+    """A stand-in serving MP4s of `size_mb` while the block runs: (its host, its folder, its pid file)."""
+    child, port, root, pid_file = b.standin(f"comfy-{size_mb:g}MB", int(size_mb * MB))
     try:
-        standin.expect("LISTENING", 60)
-        if int(standin.expect("MP4", 10)) != int(size_mb * MB):
+        child.expect("LISTENING", 60)
+        if int(child.expect("MP4", 10)) != int(size_mb * MB):
             raise BenchError(f"the stand-in does not serve {size_mb:g} MB")
-        then(f"127.0.0.1:{port}", root, pid_file)
+        yield f"127.0.0.1:{port}", root, pid_file
     finally:
-        standin.stop()
+        child.stop()
 
 
 def worker_cfg(b: Bench, size_mb: float, mode: str, where: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -59,7 +65,7 @@ def worker_cfg(b: Bench, size_mb: float, mode: str, where: tuple[Any, ...]) -> t
 
 def run_config(b: Bench, size_mb: float, mode: str, where: tuple[Any, ...], warmup: int, jobs: int) -> None:
     cfg, env = worker_cfg(b, size_mb, mode, where)
-    cfg.update(graph=floor_graph(), titled=True)
+    cfg["graph"] = floor_graph()
     if mode == "s3":
         cfg["s3"] = {"endpoint": b.s3.endpoint, "access_key": b.s3.access_key, "secret_key": b.s3.secret_key,
                      "bucket": b.s3.bucket, "tmp": str(b.tmp / f"floor-{cfg['tag']}")}

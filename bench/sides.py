@@ -103,8 +103,8 @@ class WorkerSide:
         """Untimed: (what is wrong or '', the bytes delivered); an S3 object is removed again."""
         if "images" in result:  # workflow mode: every saved file as base64
             texts = [item["data"] for item in result["images"]]
-            return ("" if len(texts) == 1 else f"{len(texts)} outputs"), sum(len(t) * 3 // 4 - t[-2:].count("=")
-                                                                                 for t in texts)
+            size = sum(len(t) * 3 // 4 - t[-2:].count("=") for t in texts)  # the bytes the text decodes to
+            return ("" if len(texts) == 1 else f"{len(texts)} outputs"), size
         size = result["bytes"]
         if self.cfg.get("size") and size != self.cfg["size"]:
             return f"got {size} bytes, expected {self.cfg['size']}", size
@@ -177,7 +177,7 @@ class FloorSide:
 
     def graph(self, n: int, image_name: str, folder: str) -> dict[str, Any]:
         """The worker's graph with this job's image, seed and a save folder of its own."""
-        if not self.cfg.get("titled"):
+        if "load_node" in self.cfg:  # a workflow-mode job
             return workflow_for(self.cfg, image_name, folder)
         g = json.loads(self.template)
         g[self.titles["Start Image"]]["inputs"]["image"] = image_name
@@ -212,8 +212,8 @@ class FloorSide:
         t_end = time.perf_counter()
         answer = {"ok": True, "wall_ms": (t_end - t0) * 1000, "execute_ms": (t_done - t_queued) * 1000,
                   "transfer_ms": (t_end - t_transfer) * 1000, "queue_ms": (t_queued - t_post) * 1000,
-                  "bytes": sum(self.delivered_bytes(d) for d in delivered)}
-        if len(outs) != 1 or answer["bytes"] != self.cfg.get("size", answer["bytes"]):
+                  "bytes": sum(self.stored_bytes(key) if key else size for size, key in delivered)}
+        if len(outs) != 1 or answer["bytes"] != self.cfg.get("size", answer["bytes"]):  # the stand-in's MP4
             answer = {"ok": False, "error": f"the floor got {len(outs)} outputs, {answer['bytes']} bytes"}
         for out in outs:  # leave ComfyUI's folders as they were
             saved = self.comfy_dir / "output" / out["subfolder"] / out["filename"]
@@ -239,16 +239,15 @@ class FloorSide:
                     return
         raise RuntimeError("no end of execution")
 
-    def deliver(self, out: dict[str, Any], prompt_id: str) -> int | str:
-        """One output as a client delivers it: its bytes, sent on as base64 text, or its S3 key."""
+    def deliver(self, out: dict[str, Any], prompt_id: str) -> tuple[int, str]:
+        """One output as a client delivers it, sent on as base64 text or uploaded to S3: (its bytes,
+        its S3 key or '')."""
         params = {k: out[k] for k in ("filename", "subfolder", "type")}
         if self.s3 is None:
             view = self.session.get(f"{self.base}/view", params=params, timeout=30)
             view.raise_for_status()
-            text = base64.b64encode(view.content).decode("ascii")
-            size = len(view.content) if len(text) == b64_len(len(view.content)) else -1
-            del view, text
-            return size
+            base64.b64encode(view.content).decode("ascii")  # the text a client sends on: its cost is the point
+            return len(view.content), ""
         dest = self.tmp / out["filename"]
         with self.session.get(f"{self.base}/view", params=params, stream=True, timeout=30) as view, \
                 dest.open("wb") as fh:
@@ -258,15 +257,13 @@ class FloorSide:
         key = f"bench-floor/{prompt_id}/{out['filename']}"
         self.s3.upload_file(str(dest), self.bucket, key, ExtraArgs={"ContentType": "video/mp4"})
         self.s3.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=604800)
-        dest.unlink()
-        return key
+        return dest.stat().st_size, key
 
-    def delivered_bytes(self, delivered: int | str) -> int:
-        """Untimed: the bytes a delivery carried (an S3 object is removed again)."""
-        if isinstance(delivered, int):
-            return delivered
-        size = self.s3.head_object(Bucket=self.bucket, Key=delivered)["ContentLength"]
-        self.s3.delete_object(Bucket=self.bucket, Key=delivered)
+    def stored_bytes(self, key: str) -> int:
+        """Untimed: the size of what reached the bucket; the object and the local copy are removed."""
+        (self.tmp / key.rsplit("/", 1)[-1]).unlink()
+        size = self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
         return size
 
     def commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
@@ -312,20 +309,20 @@ class VolumeSide:
             raise RuntimeError(f"volume check failed: {report.to_dict()}")
         return report
 
-    def timed(self) -> float:
+    def timed(self) -> tuple[float, Any]:
         t0 = time.perf_counter()
-        self.check()
-        return _ms(t0)
+        report = self.check()
+        return _ms(t0), report
 
     def run(self, runs: int) -> dict[str, Any]:
-        cold = self.timed()
-        warm = [self.timed() for _ in range(runs)]
-        path = Path(self.check().files[0].path or "")
+        cold, report = self.timed()
+        warm = [self.timed()[0] for _ in range(runs)]
+        path = Path(report.files[0].path or "")
         st = path.stat()
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # its header is read again
-        changed = self.timed()
+        changed = self.timed()[0]
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-        return {"cold_ms": cold, "warm_ms": warm, "changed_ms": changed, "files": [f.path for f in self.check().files]}
+        return {"cold_ms": cold, "warm_ms": warm, "changed_ms": changed, "files": [f.path for f in report.files]}
 
     def commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         return {"check": lambda m: self.run(m["runs"])}
